@@ -1,0 +1,255 @@
+//! The command line. Every option can also come from a `TASK_AGENT_<NAME>` environment
+//! variable (the flag wins), so a pod template can set platform defaults in `env:` and the
+//! Airflow side adds per-task flags.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{AgentError, exit};
+use crate::identity::TaskIdentity;
+use crate::logging::LogLevel;
+use crate::report::{Outcome, Reporter, ResultFile};
+use crate::supervise::LogFormat;
+use crate::units::{parse_duration, parse_size};
+
+/// Where Kubernetes reads a container's termination message.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "task-agent",
+    version,
+    about = "Entrypoint of every task pod: runs the task's command, enforces its limits and reports one result record.",
+    long_about = "Entrypoint of every task pod: runs the task's command as PID 1 should (signals, \
+                  zombies), enforces its deadline and memory limit, forwards its output, and writes \
+                  one JSON result record (at most 4096 bytes) to the pod's termination message, \
+                  where Airflow reads it back.\n\n\
+                  Every option can also be set through the environment variable named in its help \
+                  (TASK_AGENT_<NAME>); a flag on the command line wins over the variable.",
+    after_help = "Exit codes: the command's own code when it exits; 128+N when a signal N from elsewhere \
+                  killed it; 124 timed out; 137 over the memory limit; 143 terminated (SIGTERM to the \
+                  agent); 64 usage; 65 bad data; 66 not found; 69 unavailable (retryable); 70 internal; \
+                  77 permission denied; 126 command not executable; 127 command not found."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run COMMAND as the task: prepare, supervise, report.
+    #[command(
+        after_help = "Example:\n  task-agent run --workdir /workspace --timeout 30m --memory-limit 2Gi \\\n    --result-file /dev/termination-log -- python main.py --date 2026-11-26"
+    )]
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Working directory of the command; created if missing.
+    #[arg(long, env = "TASK_AGENT_WORKDIR", value_name = "DIR", default_value = "/workspace")]
+    pub workdir: PathBuf,
+
+    /// Stop the command after this long: SIGTERM, then SIGKILL after --grace (exit 124).
+    #[arg(long, env = "TASK_AGENT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration, help_heading = "Limits")]
+    pub timeout: Option<Duration>,
+
+    /// Time between SIGTERM and SIGKILL on timeout or pod termination.
+    #[arg(long, env = "TASK_AGENT_GRACE", value_name = "DURATION", value_parser = parse_duration, default_value = "30s", help_heading = "Limits")]
+    pub grace: Duration,
+
+    /// Soft memory limit for the command's processes together (summed RSS), e.g. 512Mi or 2Gi.
+    /// Default: the container's cgroup limit less headroom (5%, at least 32Mi, at most 256Mi);
+    /// none outside a memory-limited cgroup. Crossing it stops the command (exit 137).
+    #[arg(long, env = "TASK_AGENT_MEMORY_LIMIT", value_name = "SIZE", value_parser = parse_size, help_heading = "Limits")]
+    pub memory_limit: Option<u64>,
+
+    /// How often memory use is sampled.
+    #[arg(long, env = "TASK_AGENT_MEMORY_POLL_INTERVAL", value_name = "DURATION", value_parser = parse_duration, default_value = "100ms", help_heading = "Limits")]
+    pub memory_poll_interval: Duration,
+
+    /// Where to write the result record. Default: /dev/termination-log when it exists, else none.
+    #[arg(long, env = "TASK_AGENT_RESULT_FILE", value_name = "PATH", help_heading = "Result")]
+    pub result_file: Option<PathBuf>,
+
+    /// Where the command may write its JSON return value (passed to it as TASK_AGENT_RETURN_FILE).
+    #[arg(long, env = "TASK_AGENT_RETURN_FILE", value_name = "PATH", default_value = "/airflow/xcom/return.json", help_heading = "Result")]
+    pub return_file: PathBuf,
+
+    /// How many of the last stderr lines the record keeps (as budget allows).
+    #[arg(long, env = "TASK_AGENT_LOG_TAIL_LINES", value_name = "N", default_value_t = 20, help_heading = "Result")]
+    pub log_tail_lines: usize,
+
+    /// text: the command's output unchanged; json: one JSON object per line.
+    #[arg(long, env = "TASK_AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
+    pub log_format: LogFormat,
+
+    /// The least severe of the agent's own events to log.
+    #[arg(long, env = "TASK_AGENT_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, help_heading = "Logging")]
+    pub log_level: LogLevel,
+
+    #[command(flatten)]
+    pub task: TaskArgs,
+
+    /// The command to run and its arguments (put them after `--`).
+    #[arg(value_name = "COMMAND", trailing_var_arg = true, required = true, num_args = 1..)]
+    pub command: Vec<OsString>,
+}
+
+/// The Airflow task this pod runs, stamped on JSON log lines and the record.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Task identity (set by the Airflow side)")]
+pub struct TaskArgs {
+    /// Tenant that owns the task.
+    #[arg(long, env = "TASK_AGENT_TENANT", value_name = "NAME")]
+    pub tenant: Option<String>,
+    /// Airflow DAG id.
+    #[arg(long, env = "TASK_AGENT_DAG_ID", value_name = "ID")]
+    pub dag_id: Option<String>,
+    /// Airflow task id.
+    #[arg(long, env = "TASK_AGENT_TASK_ID", value_name = "ID")]
+    pub task_id: Option<String>,
+    /// Airflow DAG run id.
+    #[arg(long, env = "TASK_AGENT_RUN_ID", value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Airflow try number (1 for the first try).
+    #[arg(long, env = "TASK_AGENT_TRY_NUMBER", value_name = "N")]
+    pub try_number: Option<u32>,
+    /// Airflow map index of a mapped task (-1 when not mapped).
+    #[arg(long, env = "TASK_AGENT_MAP_INDEX", value_name = "N", allow_negative_numbers = true)]
+    pub map_index: Option<i64>,
+}
+
+impl TaskArgs {
+    pub fn identity(&self) -> TaskIdentity {
+        TaskIdentity {
+            tenant: self.tenant.clone(),
+            dag_id: self.dag_id.clone(),
+            task_id: self.task_id.clone(),
+            run_id: self.run_id.clone(),
+            try_number: self.try_number,
+            map_index: self.map_index,
+        }
+    }
+}
+
+/// Parses the command line and runs it; returns the process exit code.
+pub fn main_with(args: Vec<OsString>) -> i32 {
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => match cli.command {
+            Command::Run(run_args) => crate::run::run(run_args),
+        },
+        Err(error) => match error.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                let _ = error.print();
+                0
+            }
+            _ => {
+                let _ = error.print();
+                report_usage_error(&args, &error.render().to_string());
+                exit::USAGE
+            }
+        },
+    }
+}
+
+/// A bad command line still leaves a record where one was asked for, so Airflow fails the
+/// task without spending retries instead of guessing from an empty termination message.
+fn report_usage_error(args: &[OsString], message: &str) {
+    let Some(path) = result_file_hint(args) else {
+        return;
+    };
+    let Ok(file) = ResultFile::open(&path) else {
+        return;
+    };
+    let message = message.trim().trim_start_matches("error: ").to_string();
+    let mut reporter = Reporter::new(Some(file), TaskIdentity::default(), Default::default());
+    reporter.finish(Outcome::from_error(&AgentError::Usage(message)));
+}
+
+/// The result file a command line meant, even one that does not parse.
+fn result_file_hint(args: &[OsString]) -> Option<PathBuf> {
+    let mut words = args.iter().skip(1).take_while(|w| *w != "--");
+    while let Some(word) = words.next() {
+        let word = word.to_string_lossy();
+        if word == "--result-file" {
+            return words.next().map(PathBuf::from);
+        }
+        if let Some(value) = word.strip_prefix("--result-file=") {
+            return Some(PathBuf::from(value));
+        }
+    }
+    if let Some(value) = std::env::var_os("TASK_AGENT_RESULT_FILE") {
+        return Some(PathBuf::from(value));
+    }
+    default_result_file()
+}
+
+pub fn default_result_file() -> Option<PathBuf> {
+    let path = PathBuf::from(TERMINATION_LOG);
+    path.exists().then_some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut all = vec!["task-agent", "run"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|cli| match cli.command {
+            Command::Run(run) => run,
+        })
+    }
+
+    #[test]
+    fn the_command_and_its_own_flags_follow_double_dash() {
+        let run = parse(&["--timeout", "90s", "--", "python", "-c", "print(1)", "--timeout"]).unwrap();
+        assert_eq!(run.timeout, Some(Duration::from_secs(90)));
+        assert_eq!(run.command, vec!["python", "-c", "print(1)", "--timeout"]);
+    }
+
+    #[test]
+    fn defaults_are_the_pod_conventions() {
+        let run = parse(&["--", "true"]).unwrap();
+        assert_eq!(run.workdir, PathBuf::from("/workspace"));
+        assert_eq!(run.return_file, PathBuf::from("/airflow/xcom/return.json"));
+        assert_eq!(run.grace, Duration::from_secs(30));
+        assert_eq!(run.timeout, None);
+        assert_eq!(run.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn malformed_values_name_the_option_and_the_expected_form() {
+        let err = parse(&["--memory-limit", "2GB", "--", "true"]).unwrap_err().to_string();
+        assert!(err.contains("--memory-limit"), "{err}");
+        assert!(err.contains("512Mi"), "{err}");
+        let err = parse(&["--timeout", "soon", "--", "true"]).unwrap_err().to_string();
+        assert!(err.contains("--timeout") && err.contains("90s"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_command_is_a_usage_error() {
+        let err = parse(&["--timeout", "1s"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn the_result_file_is_found_in_a_broken_command_line() {
+        let args: Vec<OsString> = ["task-agent", "run", "--bogus", "--result-file", "/tmp/r.json"]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(result_file_hint(&args), Some(PathBuf::from("/tmp/r.json")));
+        let args: Vec<OsString> = ["task-agent", "run", "--result-file=/tmp/x", "--", "--result-file", "no"]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(result_file_hint(&args), Some(PathBuf::from("/tmp/x")));
+    }
+}

@@ -1,0 +1,12 @@
+//! `task-agent`: the entrypoint of every task pod. See the README for what it does and why.
+
+pub mod cli;
+pub mod error;
+pub mod identity;
+pub mod logging;
+pub mod mask;
+pub mod report;
+pub mod run;
+pub mod supervise;
+pub mod units;
+pub mod verdict;

@@ -1,0 +1,180 @@
+//! The result record and its delivery: built in memory as the task goes, written
+//! provisionally while the child runs, and finally once with the outcome.
+
+mod record;
+mod result_file;
+pub mod return_value;
+
+use std::path::Path;
+use std::time::SystemTime;
+
+pub use record::{ErrorInfo, RECORD_BUDGET, Record, Resources, Status};
+pub use result_file::ResultFile;
+
+use crate::error::AgentError;
+use crate::identity::TaskIdentity;
+use crate::mask::MaskHandle;
+use return_value::ReturnValue;
+
+pub fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// How the task ended, as the record states it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub status: Status,
+    pub exit_code: i32,
+    pub child_exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub retryable: bool,
+    pub error: Option<ErrorInfo>,
+}
+
+impl Outcome {
+    pub fn from_error(error: &AgentError) -> Outcome {
+        let disposition = error.disposition();
+        Outcome {
+            status: disposition.status,
+            exit_code: disposition.exit_code,
+            child_exit_code: None,
+            signal: None,
+            retryable: disposition.retryable,
+            error: Some(ErrorInfo {
+                kind: disposition.kind.to_string(),
+                message: error.to_string(),
+            }),
+        }
+    }
+}
+
+pub struct Reporter {
+    record: Record,
+    file: Option<ResultFile>,
+    masks: MaskHandle,
+}
+
+impl Reporter {
+    pub fn new(file: Option<ResultFile>, task: TaskIdentity, masks: MaskHandle) -> Reporter {
+        Reporter {
+            record: Record::provisional(timestamp(SystemTime::now()), task),
+            file,
+            masks,
+        }
+    }
+
+    pub fn result_path(&self) -> Option<&Path> {
+        self.file.as_ref().map(ResultFile::path)
+    }
+
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    pub fn set_phase(&mut self, phase: &'static str) {
+        self.record.phase = phase;
+    }
+
+    pub fn set_duration(&mut self, phase: &str, millis: u64) {
+        self.record.durations_ms.insert(phase.to_string(), millis);
+    }
+
+    pub fn resources_mut(&mut self) -> &mut Resources {
+        &mut self.record.resources
+    }
+
+    pub fn set_log_tail(&mut self, lines: Vec<String>) {
+        self.record.log_tail = lines;
+    }
+
+    pub fn set_return_value(&mut self, value: ReturnValue) {
+        match value {
+            ReturnValue::Absent => {}
+            ReturnValue::Inline(value) => self.record.return_value = Some(value),
+            ReturnValue::TooLarge { .. } => self.record.return_value_truncated = true,
+        }
+    }
+
+    /// Rewrites the provisional (`running`) record; a failure is logged, never fatal, since
+    /// the task itself is still fine.
+    pub fn write_provisional(&mut self) {
+        let bytes = self.encoded();
+        if let Some(file) = &mut self.file
+            && let Err(e) = file.update(&bytes)
+        {
+            tracing::warn!(path = %file.path().display(), error = %e, "cannot update the provisional result record");
+        }
+    }
+
+    /// Writes the final record and returns it as written.
+    pub fn finish(&mut self, outcome: Outcome) -> Vec<u8> {
+        let record = &mut self.record;
+        record.status = outcome.status;
+        record.exit_code = Some(outcome.exit_code);
+        record.child_exit_code = outcome.child_exit_code;
+        record.signal = outcome.signal;
+        record.retryable = outcome.retryable;
+        record.error = outcome.error;
+        record.finished_at = Some(timestamp(SystemTime::now()));
+        let bytes = self.encoded();
+        if let Some(file) = &mut self.file
+            && let Err(e) = file.finish(&bytes)
+        {
+            tracing::error!(path = %file.path().display(), error = %e, "cannot write the result record");
+        }
+        bytes
+    }
+
+    /// The record, masked and fitted into the budget. Masking the encoded JSON is safe: `***`
+    /// needs no escaping, and a secret containing JSON escapes is also masked as raw text by
+    /// the writers that produced the strings.
+    fn encoded(&self) -> Vec<u8> {
+        let mut record = self.record.clone();
+        let masker = self.masks.current();
+        if !masker.is_empty() {
+            for line in &mut record.log_tail {
+                *line = masker.mask_str(line).into_owned();
+            }
+            if let Some(error) = &mut record.error {
+                error.message = masker.mask_str(&error.message).into_owned();
+            }
+        }
+        record.encode(RECORD_BUDGET)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::Masker;
+
+    #[test]
+    fn secrets_are_masked_in_the_tail_and_the_error() {
+        let masks = MaskHandle::default();
+        masks.set(Masker::new(["pa55word!"]).unwrap());
+        let mut reporter = Reporter::new(None, TaskIdentity::default(), masks);
+        reporter.set_log_tail(vec!["login with pa55word!".into()]);
+        let bytes = reporter.finish(Outcome {
+            status: Status::Failed,
+            exit_code: 1,
+            child_exit_code: Some(1),
+            signal: None,
+            retryable: false,
+            error: Some(ErrorInfo {
+                kind: "x".into(),
+                message: "bad pa55word!".into(),
+            }),
+        });
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(!text.contains("pa55word!"), "{text}");
+        assert!(text.contains("login with ***"));
+    }
+
+    #[test]
+    fn an_agent_error_becomes_its_disposition() {
+        let outcome = Outcome::from_error(&AgentError::Usage("bad flag".into()));
+        assert_eq!(outcome.status, Status::AgentError);
+        assert_eq!(outcome.exit_code, 64);
+        assert_eq!(outcome.error.unwrap().kind, "usage");
+    }
+}

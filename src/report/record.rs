@@ -1,0 +1,278 @@
+//! The result record: the one JSON object Airflow reads back from the pod's termination
+//! message. Its schema is `schema/task-result.schema.json`; this module builds it and fits
+//! it into Kubernetes' 4096-byte budget.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::identity::TaskIdentity;
+
+pub const RECORD_VERSION: u32 = 1;
+
+/// Kubernetes keeps at most this many bytes of a container's termination message.
+pub const RECORD_BUDGET: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    OomKilled,
+    Terminated,
+    AgentError,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed_out",
+            Status::OomKilled => "oom_killed",
+            Status::Terminated => "terminated",
+            Status::AgentError => "agent_error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorInfo {
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Resources {
+    pub peak_memory_bytes: u64,
+    pub memory_limit_bytes: Option<u64>,
+    pub cpu_user_ms: u64,
+    pub cpu_system_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    pub version: u32,
+    pub status: Status,
+    /// The phase the agent was in when this record was written.
+    pub phase: &'static str,
+    pub exit_code: Option<i32>,
+    pub child_exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub retryable: bool,
+    pub error: Option<ErrorInfo>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub durations_ms: BTreeMap<String, u64>,
+    pub resources: Resources,
+    pub return_value: Option<Value>,
+    pub return_value_truncated: bool,
+    pub log_tail: Vec<String>,
+    pub task: TaskIdentity,
+    pub agent_version: &'static str,
+}
+
+impl Record {
+    pub fn provisional(started_at: String, task: TaskIdentity) -> Record {
+        Record {
+            version: RECORD_VERSION,
+            status: Status::Running,
+            phase: "start",
+            exit_code: None,
+            child_exit_code: None,
+            signal: None,
+            retryable: false,
+            error: None,
+            started_at,
+            finished_at: None,
+            durations_ms: BTreeMap::new(),
+            resources: Resources::default(),
+            return_value: None,
+            return_value_truncated: false,
+            log_tail: Vec::new(),
+            task,
+            agent_version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    /// Serializes the record into at most `budget` bytes of valid JSON.
+    ///
+    /// What gives way, in order: the oldest `log_tail` lines, then the return value (replaced
+    /// by null with `return_value_truncated: true`), then the tail of the error message and
+    /// of the task identity strings. Status, exit codes and resources always survive.
+    pub fn encode(&self, budget: usize) -> Vec<u8> {
+        let mut record = self.clone();
+        let mut bytes = to_json(&record);
+        while bytes.len() > budget && !record.log_tail.is_empty() {
+            let excess = bytes.len() - budget;
+            drop_oldest_lines(&mut record.log_tail, excess);
+            bytes = to_json(&record);
+        }
+        if bytes.len() > budget && record.return_value.is_some() {
+            record.return_value = None;
+            record.return_value_truncated = true;
+            bytes = to_json(&record);
+        }
+        if bytes.len() > budget {
+            let excess = bytes.len() - budget;
+            if let Some(error) = &mut record.error {
+                shorten(&mut error.message, excess);
+            }
+            bytes = to_json(&record);
+        }
+        if bytes.len() > budget {
+            for field in [
+                &mut record.task.run_id,
+                &mut record.task.dag_id,
+                &mut record.task.task_id,
+                &mut record.task.tenant,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                shorten(field, 256);
+            }
+            bytes = to_json(&record);
+        }
+        if bytes.len() > budget {
+            record.durations_ms.retain(|phase, _| phase == "total");
+            record.error = record.error.map(|e| ErrorInfo {
+                message: String::new(),
+                ..e
+            });
+            record.task = TaskIdentity::default();
+            bytes = to_json(&record);
+        }
+        bytes
+    }
+}
+
+fn to_json(record: &Record) -> Vec<u8> {
+    // A struct of strings, numbers and JSON values cannot fail to serialize.
+    serde_json::to_vec(record).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+/// Removes lines from the front until about `excess` bytes are gone (each line also costs
+/// its quotes and comma), at least one line.
+fn drop_oldest_lines(lines: &mut Vec<String>, excess: usize) {
+    let mut freed = 0;
+    let mut count = 0;
+    for line in lines.iter() {
+        if freed >= excess && count > 0 {
+            break;
+        }
+        freed += line.len() + 3;
+        count += 1;
+    }
+    lines.drain(..count);
+}
+
+/// Cuts `excess` bytes (plus room for the marker) off the end of `text`, on a char boundary.
+fn shorten(text: &mut String, excess: usize) {
+    const MARKER: &str = "…";
+    let keep = text.len().saturating_sub(excess + MARKER.len() + 8);
+    let mut cut = keep;
+    while cut > 0 && !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(MARKER);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished() -> Record {
+        let mut record = Record::provisional("2026-11-26T13:00:00.000Z".into(), TaskIdentity::default());
+        record.status = Status::Succeeded;
+        record.phase = "finished";
+        record.exit_code = Some(0);
+        record.child_exit_code = Some(0);
+        record.finished_at = Some("2026-11-26T13:00:01.000Z".into());
+        record.durations_ms.insert("total".into(), 1000);
+        record
+    }
+
+    fn parse(bytes: &[u8]) -> Value {
+        serde_json::from_slice(bytes).expect("record is valid JSON")
+    }
+
+    #[test]
+    fn a_small_record_is_kept_whole() {
+        let mut record = finished();
+        record.return_value = Some(serde_json::json!({"rows": 3}));
+        record.log_tail = vec!["done".into()];
+        let value = parse(&record.encode(RECORD_BUDGET));
+        assert_eq!(value["return_value"]["rows"], 3);
+        assert_eq!(value["log_tail"][0], "done");
+        assert_eq!(value["return_value_truncated"], false);
+    }
+
+    #[test]
+    fn log_tail_goes_first_oldest_lines_first() {
+        let mut record = finished();
+        record.return_value = Some(serde_json::json!("keep me"));
+        record.log_tail = (0..100).map(|i| format!("line {i} {}", "x".repeat(60))).collect();
+        let bytes = record.encode(RECORD_BUDGET);
+        assert!(bytes.len() <= RECORD_BUDGET);
+        let value = parse(&bytes);
+        assert_eq!(value["return_value"], "keep me");
+        let tail = value["log_tail"].as_array().unwrap();
+        assert!(!tail.is_empty());
+        assert!(tail.last().unwrap().as_str().unwrap().starts_with("line 99 "));
+    }
+
+    #[test]
+    fn an_oversized_return_value_becomes_null_and_truncated() {
+        let mut record = finished();
+        record.return_value = Some(serde_json::json!({"blob": "y".repeat(10_000)}));
+        record.log_tail = vec!["a".repeat(500)];
+        let bytes = record.encode(RECORD_BUDGET);
+        assert!(bytes.len() <= RECORD_BUDGET);
+        let value = parse(&bytes);
+        assert_eq!(value["return_value"], Value::Null);
+        assert_eq!(value["return_value_truncated"], true);
+        assert_eq!(value["status"], "succeeded");
+    }
+
+    #[test]
+    fn even_absurd_records_fit_and_stay_valid() {
+        let mut record = finished();
+        record.error = Some(ErrorInfo {
+            kind: "internal".into(),
+            message: "é".repeat(5000),
+        });
+        record.task.run_id = Some("r".repeat(5000));
+        record.task.dag_id = Some("d".repeat(5000));
+        for budget in [RECORD_BUDGET, 1024, 700] {
+            let bytes = record.encode(budget);
+            assert!(bytes.len() <= budget, "{} > {budget}", bytes.len());
+            let value = parse(&bytes);
+            assert_eq!(value["status"], "succeeded");
+            assert_eq!(value["exit_code"], 0);
+        }
+    }
+
+    #[test]
+    fn statuses_serialize_as_the_schema_names_them() {
+        for status in [
+            Status::Running,
+            Status::Succeeded,
+            Status::Failed,
+            Status::TimedOut,
+            Status::OomKilled,
+            Status::Terminated,
+            Status::AgentError,
+        ] {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                Value::from(status.as_str())
+            );
+        }
+    }
+}

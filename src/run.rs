@@ -1,0 +1,295 @@
+//! `task-agent run`: the one place that orders the phases of a task.
+//!
+//! prepare (workdir, return file; later snapshot and secrets) → process (supervise the
+//! child) → report (return value, record). Every path, failures included, ends in exactly
+//! one final record.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::cli::{RunArgs, default_result_file};
+use crate::error::AgentError;
+use crate::logging::AgentLog;
+use crate::mask::MaskHandle;
+use crate::report::{Outcome, Reporter, ResultFile, Status, return_value};
+use crate::supervise::cgroup::{self, MemoryCgroup};
+use crate::supervise::{ChildSpec, Limits, OutputPlan, SignalInbox, StopReason, Supervised, supervise};
+use crate::units::format_bytes;
+use crate::verdict::verdict;
+
+/// The variable through which the child learns where to write its return value.
+pub const RETURN_FILE_VAR: &str = "TASK_AGENT_RETURN_FILE";
+/// Settings of the agent itself; the child does not inherit them.
+const AGENT_VAR_PREFIX: &str = "TASK_AGENT_";
+
+pub fn run(mut args: RunArgs) -> i32 {
+    let started = Instant::now();
+    // The child runs in the workdir: paths given relative to where the agent started must
+    // mean the same to both.
+    for path in [&mut args.workdir, &mut args.return_file] {
+        if let Ok(absolute) = std::path::absolute(&*path) {
+            *path = absolute;
+        }
+    }
+    // First, before any thread exists (see SignalInbox::install).
+    let inbox = SignalInbox::install();
+    let masks = MaskHandle::default();
+    let identity = args.task.identity();
+    let identity_members: Arc<str> = identity.json_members().into();
+    AgentLog::new(args.log_format, args.log_level, Arc::clone(&identity_members), masks.clone()).install();
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), command = %describe(&args.command), "task-agent starting");
+
+    let result_path = args.result_file.clone().or_else(default_result_file);
+    let (file, file_error) = match result_path.as_deref().map(ResultFile::open) {
+        None => (None, None),
+        Some(Ok(file)) => (Some(file), None),
+        Some(Err(source)) => (
+            None,
+            Some(AgentError::Path {
+                action: "open the result file",
+                path: result_path.clone().unwrap_or_default(),
+                fix: "pass --result-file with a writable path",
+                source,
+            }),
+        ),
+    };
+    let mut reporter = Reporter::new(file, identity, masks.clone());
+
+    let result = match (file_error, inbox) {
+        (Some(error), _) => Err(error),
+        (None, Err(e)) => Err(AgentError::Internal(format!("cannot set up signal handling: {e}"))),
+        (None, Ok(mut inbox)) => execute(&args, &mut reporter, &mut inbox, identity_members, &masks),
+    };
+    let outcome = result.unwrap_or_else(|error| {
+        tracing::error!(kind = error.disposition().kind, "{error}");
+        Outcome::from_error(&error)
+    });
+    reporter.set_phase("finished");
+    reporter.set_duration("total", millis(started.elapsed()));
+    reporter.finish(outcome.clone());
+    let peak = reporter.record().resources.peak_memory_bytes;
+    tracing::info!(
+        status = outcome.status.as_str(),
+        exit_code = outcome.exit_code,
+        duration = %format!("{:.2}s", started.elapsed().as_secs_f64()),
+        peak_memory = %format_bytes(peak),
+        "task finished"
+    );
+    outcome.exit_code
+}
+
+fn execute(
+    args: &RunArgs,
+    reporter: &mut Reporter,
+    inbox: &mut SignalInbox,
+    identity_members: Arc<str>,
+    masks: &MaskHandle,
+) -> Result<Outcome, AgentError> {
+    reporter.set_phase("prepare");
+    reporter.write_provisional();
+    let phase = Instant::now();
+    prepare_workdir(&args.workdir)?;
+    prepare_return_file(&args.return_file)?;
+    // Snapshot fetch and secrets come here, each timed into durations_ms; the secrets phase
+    // fills `masks` before the child starts.
+    reporter.set_duration("prepare", millis(phase.elapsed()));
+
+    if let Some(signal) = termination_requested(inbox) {
+        tracing::warn!(signal = signal.as_str(), "told to stop before the command started");
+        return Ok(not_started(signal));
+    }
+
+    let limits = limits(args);
+    reporter.resources_mut().memory_limit_bytes = limits.soft_limit;
+    let spec = ChildSpec {
+        program: args.command[0].clone(),
+        args: args.command[1..].to_vec(),
+        env: child_env(std::env::vars_os(), &args.return_file),
+        workdir: args.workdir.clone(),
+    };
+    let plan = OutputPlan {
+        format: args.log_format,
+        identity_members,
+        masker: masks.current(),
+        tail_lines: args.log_tail_lines,
+    };
+
+    reporter.set_phase("process");
+    reporter.write_provisional();
+    let phase = Instant::now();
+    let ran = supervise(&spec, &limits, &plan, inbox, |peak| {
+        reporter.resources_mut().peak_memory_bytes = peak;
+        reporter.write_provisional();
+    });
+    reporter.set_duration("process", millis(phase.elapsed()));
+    let ran = ran?;
+
+    reporter.set_phase("report");
+    record_resources(reporter, &ran);
+    reporter.set_log_tail(ran.log_tail.clone());
+    let mut outcome = verdict(&ran);
+    if outcome.status == Status::Succeeded {
+        match return_value::read(&args.return_file) {
+            Ok(value) => reporter.set_return_value(value),
+            Err(error) => {
+                tracing::error!("{error}");
+                outcome = Outcome {
+                    child_exit_code: outcome.child_exit_code,
+                    ..Outcome::from_error(&error)
+                };
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+fn record_resources(reporter: &mut Reporter, ran: &Supervised) {
+    let resources = reporter.resources_mut();
+    resources.peak_memory_bytes = ran.peak_memory_bytes;
+    resources.cpu_user_ms = ran.cpu_user_ms;
+    resources.cpu_system_ms = ran.cpu_system_ms;
+}
+
+fn limits(args: &RunArgs) -> Limits {
+    let cgroup = MemoryCgroup::detect();
+    let container_limit = cgroup.as_ref().and_then(MemoryCgroup::limit);
+    let soft_limit = args.memory_limit.or(container_limit.map(cgroup::default_soft_limit));
+    match (container_limit, soft_limit) {
+        (Some(container), Some(soft)) => tracing::info!(container_limit = %format_bytes(container), soft_limit = %format_bytes(soft), "memory limits"),
+        (None, Some(soft)) => tracing::info!(soft_limit = %format_bytes(soft), "memory limit"),
+        _ => tracing::debug!("no memory limit"),
+    }
+    let threshold = container_limit.map(cgroup::default_soft_limit);
+    Limits {
+        timeout: args.timeout,
+        grace: args.grace,
+        soft_limit,
+        cgroup: cgroup.map(|c| (c, threshold)),
+        poll_interval: args.memory_poll_interval.max(Duration::from_millis(10)),
+    }
+}
+
+/// A SIGTERM or SIGINT that arrived while preparing: the pod is going away, so the command
+/// is not started at all.
+fn termination_requested(inbox: &mut SignalInbox) -> Option<Signal> {
+    let pending = inbox.pending().unwrap_or_default();
+    pending
+        .into_iter()
+        .find(|s| matches!(s, Signal::SIGTERM | Signal::SIGINT))
+}
+
+fn not_started(signal: Signal) -> Outcome {
+    let mut outcome = verdict(&Supervised {
+        exit: crate::supervise::ChildExit::Code(0),
+        stop: Some(StopReason::Terminated),
+        kernel_oom: false,
+        peak_memory_bytes: 0,
+        cpu_user_ms: 0,
+        cpu_system_ms: 0,
+        log_tail: Vec::new(),
+    });
+    outcome.child_exit_code = None;
+    if let Some(error) = &mut outcome.error {
+        error.message = format!("task-agent received {} before the command started; it was not run", signal.as_str());
+    }
+    outcome
+}
+
+fn prepare_workdir(workdir: &Path) -> Result<(), AgentError> {
+    fs::create_dir_all(workdir).map_err(|source| AgentError::Path {
+        action: "create the workdir",
+        path: workdir.to_path_buf(),
+        fix: "pass --workdir with a directory the agent may create or write",
+        source,
+    })
+}
+
+/// Creates the return file's directory and removes a return value left by an earlier run,
+/// so a stale one is never reported as this run's.
+fn prepare_return_file(return_file: &Path) -> Result<(), AgentError> {
+    if let Some(dir) = return_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|source| AgentError::Path {
+            action: "create the return-value directory",
+            path: dir.to_path_buf(),
+            fix: "pass --return-file with a path in a writable directory",
+            source,
+        })?;
+    }
+    match fs::remove_file(return_file) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(AgentError::Path {
+            action: "remove the stale return value",
+            path: return_file.to_path_buf(),
+            fix: "pass --return-file with a path in a writable directory",
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The agent's environment less its own `TASK_AGENT_*` settings, plus the return-file path.
+pub fn child_env(
+    agent_env: impl Iterator<Item = (OsString, OsString)>,
+    return_file: &Path,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = agent_env
+        .filter(|(key, _)| !key.as_encoded_bytes().starts_with(AGENT_VAR_PREFIX.as_bytes()))
+        .collect();
+    env.push((RETURN_FILE_VAR.into(), return_file.as_os_str().to_owned()));
+    env
+}
+
+fn describe(command: &[OsString]) -> String {
+    command
+        .iter()
+        .map(|word| word.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_child_gets_no_agent_settings_but_the_return_file() {
+        let agent_env = vec![
+            (OsString::from("PATH"), OsString::from("/usr/bin")),
+            (OsString::from("TASK_AGENT_TIMEOUT"), OsString::from("5s")),
+            (OsString::from("TASK_AGENT_RESULT_FILE"), OsString::from("/x")),
+            (OsString::from("MY_TASK_AGENT_VAR"), OsString::from("kept")),
+        ];
+        let env = child_env(agent_env.into_iter(), Path::new("/airflow/xcom/return.json"));
+        assert_eq!(
+            env,
+            vec![
+                (OsString::from("PATH"), OsString::from("/usr/bin")),
+                (OsString::from("MY_TASK_AGENT_VAR"), OsString::from("kept")),
+                (
+                    OsString::from(RETURN_FILE_VAR),
+                    OsString::from("/airflow/xcom/return.json")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stale_return_value_is_removed_and_its_directory_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xcom/return.json");
+        prepare_return_file(&path).unwrap();
+        assert!(path.parent().unwrap().is_dir());
+        fs::write(&path, "{}").unwrap();
+        prepare_return_file(&path).unwrap();
+        assert!(!path.exists());
+    }
+}

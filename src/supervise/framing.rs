@@ -1,0 +1,171 @@
+//! Cuts a byte stream into lines without ever holding more than `max_line` bytes of one
+//! line: whole lines are handed on in blocks straight from the read buffer, and a line that
+//! grows past `max_line` across reads is handed on in fragments. (A line inside one read is
+//! never longer than the read buffer, which is the same size.)
+
+use memchr::{memchr, memrchr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// One or more complete lines, each ending in `\n`.
+    Lines(&'a [u8]),
+    /// Part of a line with no `\n`: the head of an over-long line (`continues`), or the
+    /// unterminated last line of the stream.
+    Fragment { bytes: &'a [u8], continues: bool },
+}
+
+#[derive(Debug)]
+pub struct LineFramer {
+    pending: Vec<u8>,
+    max_line: usize,
+}
+
+impl LineFramer {
+    pub fn new(max_line: usize) -> LineFramer {
+        LineFramer {
+            pending: Vec::new(),
+            max_line: max_line.max(1),
+        }
+    }
+
+    /// Feeds one chunk; `emit` sees each piece in stream order. Stops at the first error
+    /// `emit` returns.
+    pub fn push<E>(
+        &mut self,
+        mut chunk: &[u8],
+        emit: &mut impl FnMut(Piece<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if !self.pending.is_empty() {
+            let end = memchr(b'\n', chunk);
+            let head = end.map_or(chunk.len(), |e| e + 1);
+            self.pending.extend_from_slice(&chunk[..head]);
+            chunk = &chunk[head..];
+            self.emit_overlong(end.is_some(), emit)?;
+            if end.is_none() {
+                return Ok(());
+            }
+            emit(Piece::Lines(&self.pending))?;
+            self.pending.clear();
+        }
+        match memrchr(b'\n', chunk) {
+            Some(end) => {
+                emit(Piece::Lines(&chunk[..=end]))?;
+                self.pending.extend_from_slice(&chunk[end + 1..]);
+            }
+            None => self.pending.extend_from_slice(chunk),
+        }
+        self.emit_overlong(false, emit)
+    }
+
+    /// Flushes the unterminated last line at the end of the stream.
+    pub fn finish<E>(&mut self, emit: &mut impl FnMut(Piece<'_>) -> Result<(), E>) -> Result<(), E> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let result = emit(Piece::Fragment {
+            bytes: &self.pending,
+            continues: false,
+        });
+        self.pending.clear();
+        result
+    }
+
+    /// Hands on the head of `pending` in `max_line` fragments while more than a line's worth
+    /// is held. A `complete` line (ending in `\n`) keeps its last piece for a `Lines` block.
+    fn emit_overlong<E>(
+        &mut self,
+        complete: bool,
+        emit: &mut impl FnMut(Piece<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let content = self.pending.len() - usize::from(complete);
+        let mut start = 0;
+        while content - start > self.max_line || (!complete && content - start == self.max_line) {
+            emit(Piece::Fragment {
+                bytes: &self.pending[start..start + self.max_line],
+                continues: true,
+            })?;
+            start += self.max_line;
+        }
+        self.pending.drain(..start);
+        Ok(())
+    }
+}
+
+/// The lines of a [`Piece::Lines`] block, each without its `\n`.
+pub fn lines(block: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    let body = block.strip_suffix(b"\n").unwrap_or(block);
+    body.split(|b| *b == b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    /// Feeds `chunks` and returns what came out, as (bytes, kind) with kind L / F+ / F.
+    fn frame(max_line: usize, chunks: &[&[u8]]) -> Vec<(Vec<u8>, &'static str)> {
+        let mut framer = LineFramer::new(max_line);
+        let mut out = Vec::new();
+        let mut emit = |piece: Piece<'_>| -> Result<(), Infallible> {
+            out.push(match piece {
+                Piece::Lines(b) => (b.to_vec(), "L"),
+                Piece::Fragment { bytes, continues: true } => (bytes.to_vec(), "F+"),
+                Piece::Fragment { bytes, continues: false } => (bytes.to_vec(), "F"),
+            });
+            Ok(())
+        };
+        for chunk in chunks {
+            framer.push(chunk, &mut emit).unwrap();
+        }
+        framer.finish(&mut emit).unwrap();
+        out
+    }
+
+    #[test]
+    fn whole_lines_pass_as_one_block() {
+        assert_eq!(frame(100, &[b"a\nbb\nccc\n"]), vec![(b"a\nbb\nccc\n".to_vec(), "L")]);
+    }
+
+    #[test]
+    fn a_line_split_across_reads_is_joined() {
+        assert_eq!(
+            frame(100, &[b"hel", b"lo\nwor", b"ld\n"]),
+            vec![(b"hello\n".to_vec(), "L"), (b"world\n".to_vec(), "L")]
+        );
+    }
+
+    #[test]
+    fn the_unterminated_last_line_is_flushed() {
+        assert_eq!(
+            frame(100, &[b"a\npartial"]),
+            vec![(b"a\n".to_vec(), "L"), (b"partial".to_vec(), "F")]
+        );
+    }
+
+    #[test]
+    fn an_overlong_line_comes_out_in_bounded_fragments_and_nothing_is_lost() {
+        let line = vec![b'x'; 25];
+        let mut input = line.clone();
+        input.push(b'\n');
+        let out = frame(10, &[&input[..7], &input[7..]]);
+        assert_eq!(out[0], (vec![b'x'; 10], "F+"));
+        assert_eq!(out[1], (vec![b'x'; 10], "F+"));
+        assert_eq!(out[2], (b"xxxxx\n".to_vec(), "L"));
+        let joined: Vec<u8> = out.into_iter().flat_map(|(b, _)| b).collect();
+        assert_eq!(joined, input);
+    }
+
+    #[test]
+    fn binary_bytes_are_passed_through_untouched() {
+        let input: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        let out = frame(64, &[&input[..1000], &input[1000..]]);
+        let joined: Vec<u8> = out.into_iter().flat_map(|(b, _)| b).collect();
+        assert_eq!(joined, input);
+    }
+
+    #[test]
+    fn lines_of_a_block_are_listed_without_newlines() {
+        let got: Vec<&[u8]> = lines(b"a\n\nb\n").collect();
+        assert_eq!(got, vec![&b"a"[..], b"", b"b"]);
+    }
+}

@@ -1,0 +1,375 @@
+//! Running the child as PID 1 should: forward signals, reap every zombie, enforce the
+//! deadline and the memory limit with a TERM→KILL ladder, clean up what the child leaves
+//! behind, and forward its output meanwhile.
+
+pub mod cgroup;
+pub mod framing;
+mod ladder;
+pub mod output;
+pub mod procfs;
+pub mod signals;
+mod spawn;
+pub mod tail;
+
+use std::io;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::resource::{UsageWho, getrusage};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+pub use cgroup::MemoryCgroup;
+pub use ladder::{MemoryMeasure, StopReason};
+pub use output::{LogFormat, Stream};
+pub use signals::SignalInbox;
+pub use spawn::ChildSpec;
+
+use crate::error::AgentError;
+use crate::mask::Masker;
+use ladder::{Action, Ladder};
+use output::LineWriter;
+use tail::TailBuffer;
+
+/// How long what is left of the child's processes gets between SIGTERM and SIGKILL once the
+/// main child has exited.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
+/// The grace between SIGTERM and SIGKILL when the memory limit is crossed: memory keeps
+/// growing while a task shuts down, so this is short whatever `--grace` says.
+const MEMORY_GRACE: Duration = Duration::from_secs(2);
+/// How long to wait for the output threads to drain after the processes are gone.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+/// Provisional record updates happen at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub timeout: Option<Duration>,
+    pub grace: Duration,
+    /// Bound on the summed RSS of the child's process tree.
+    pub soft_limit: Option<u64>,
+    /// The container's memory cgroup and the working set at which the task is stopped.
+    pub cgroup: Option<(MemoryCgroup, Option<u64>)>,
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputPlan {
+    pub format: LogFormat,
+    pub identity_members: Arc<str>,
+    pub masker: Arc<Masker>,
+    pub tail_lines: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildExit {
+    Code(i32),
+    Signal(i32),
+}
+
+#[derive(Debug, Clone)]
+pub struct Supervised {
+    pub exit: ChildExit,
+    pub stop: Option<StopReason>,
+    /// The kernel, not the agent, killed the child for memory.
+    pub kernel_oom: bool,
+    pub peak_memory_bytes: u64,
+    pub cpu_user_ms: u64,
+    pub cpu_system_ms: u64,
+    pub log_tail: Vec<String>,
+}
+
+/// Runs the child to its end. `on_peak` hears the peak memory while the child runs, at most
+/// once a second, so the provisional record can carry it.
+pub fn supervise(
+    spec: &ChildSpec,
+    limits: &Limits,
+    output: &OutputPlan,
+    inbox: &mut SignalInbox,
+    mut on_peak: impl FnMut(u64),
+) -> Result<Supervised, AgentError> {
+    let started = spawn::spawn(spec)?;
+    let child = Pid::from_raw(started.pid);
+    tracing::info!(pid = started.pid, "command started");
+
+    let tail = Arc::new(Mutex::new(TailBuffer::new(output.tail_lines)));
+    let (drained_tx, drained_rx) = mpsc::channel();
+    let forwarders = [
+        start_forwarder(started.stdout, io::stdout(), Stream::Stdout, output, None, drained_tx.clone()),
+        start_forwarder(started.stderr, io::stderr(), Stream::Stderr, output, Some(Arc::clone(&tail)), drained_tx),
+    ];
+    if let Some(Err(e)) = forwarders.into_iter().find(Result::is_err) {
+        let _ = killpg(child, Signal::SIGKILL);
+        return Err(AgentError::Internal(format!("cannot start an output thread: {e}")));
+    }
+
+    let mut watch = MemoryWatch::new(limits);
+    let oom_kills_before = watch.oom_kills();
+    let started_at = Instant::now();
+    let deadline = limits.timeout.map(|t| started_at + t);
+    let mut ladder = Ladder::default();
+    let mut next_sample = started_at;
+    let mut last_progress: Option<Instant> = None;
+    let mut inbox_failed = false;
+
+    let exit = loop {
+        if let Some(exit) = reap(child) {
+            break exit;
+        }
+        let now = Instant::now();
+        if ladder.due(now) == Some(Action::SendKill) {
+            tracing::warn!("grace period over, sending SIGKILL to the command's processes");
+            signal_tree(child, Signal::SIGKILL);
+        }
+        if let Some(deadline) = deadline
+            && now >= deadline
+            && ladder.is_idle()
+        {
+            let timeout = limits.timeout.unwrap_or_default();
+            tracing::warn!(timeout = %humantime::format_duration(timeout), grace = %humantime::format_duration(limits.grace), "timeout reached, sending SIGTERM");
+            stop(&mut ladder, child, StopReason::TimedOut { timeout }, limits.grace, now);
+        }
+        if now >= next_sample {
+            next_sample = now + limits.poll_interval;
+            if let Some(reason) = watch.sample() {
+                if ladder.is_idle()
+                    && let StopReason::MemoryExceeded { used, limit, what } = &reason
+                {
+                    tracing::warn!(used = %crate::units::format_bytes(*used), limit = %crate::units::format_bytes(*limit), measure = ?what, "memory limit crossed, sending SIGTERM");
+                }
+                stop(&mut ladder, child, reason, limits.grace.min(MEMORY_GRACE), now);
+            }
+            if last_progress.is_none_or(|at| now.duration_since(at) >= PROGRESS_EVERY) {
+                last_progress = Some(now);
+                on_peak(watch.peak);
+            }
+        }
+
+        let mut wake = next_sample;
+        if let Some(deadline) = deadline.filter(|_| ladder.is_idle()) {
+            wake = wake.min(deadline);
+        }
+        if let Some(kill_at) = ladder.next_deadline() {
+            wake = wake.min(kill_at);
+        }
+        let signals = match inbox.wait(Some(wake.saturating_duration_since(Instant::now()))) {
+            Ok(signals) => signals,
+            Err(e) => {
+                if !inbox_failed {
+                    tracing::warn!(error = %e, "cannot read signals; polling instead");
+                    inbox_failed = true;
+                }
+                thread::sleep(limits.poll_interval);
+                Vec::new()
+            }
+        };
+        for signal in signals {
+            match signal {
+                Signal::SIGCHLD => {}
+                Signal::SIGTERM => {
+                    tracing::warn!(grace = %humantime::format_duration(limits.grace), "received SIGTERM, stopping the command");
+                    if !ladder.is_idle() {
+                        let _ = killpg(child, Signal::SIGTERM);
+                    }
+                    stop(&mut ladder, child, StopReason::Terminated, limits.grace, Instant::now());
+                }
+                other => {
+                    tracing::info!(signal = other.as_str(), "forwarding signal");
+                    let _ = killpg(child, other);
+                }
+            }
+        }
+    };
+
+    let exit_detail = match exit {
+        ChildExit::Code(code) => format!("exit code {code}"),
+        ChildExit::Signal(number) => format!("signal {}", signals::name(number)),
+    };
+    tracing::info!(exit = %exit_detail, "command exited");
+    clean_up_leftovers(child, inbox);
+    for _ in 0..2 {
+        if drained_rx.recv_timeout(DRAIN_WAIT).is_err() {
+            tracing::warn!("output is still held open by a process outside the task; not waiting for it");
+            break;
+        }
+    }
+
+    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).ok();
+    let millis = |tv: nix::sys::time::TimeVal| (tv.tv_sec() as u64) * 1000 + (tv.tv_usec() as u64) / 1000;
+    let largest_process = usage.as_ref().map_or(0, |u| u.max_rss().max(0) as u64 * 1024);
+    let oom_kills_after = watch.oom_kills();
+    let kernel_oom = exit == ChildExit::Signal(libc::SIGKILL)
+        && !ladder.sent_kill()
+        && (oom_kills_after > oom_kills_before || watch.near_limit());
+    let log_tail = tail.lock().map(|t| t.lines()).unwrap_or_default();
+    Ok(Supervised {
+        exit,
+        stop: ladder.reason().cloned(),
+        kernel_oom,
+        peak_memory_bytes: watch.peak.max(largest_process),
+        cpu_user_ms: usage.as_ref().map_or(0, |u| millis(u.user_time())),
+        cpu_system_ms: usage.as_ref().map_or(0, |u| millis(u.system_time())),
+        log_tail,
+    })
+}
+
+fn stop(ladder: &mut Ladder, child: Pid, reason: StopReason, grace: Duration, now: Instant) {
+    if ladder.begin(reason, grace, now) == Some(Action::SendTerm) {
+        signal_tree(child, Signal::SIGTERM);
+    }
+}
+
+/// Signals the child's process group and every other process below the agent (a child
+/// may have moved some into groups of their own), each process once.
+fn signal_tree(group: Pid, signal: Signal) {
+    let _ = killpg(group, signal);
+    for process in procfs::my_descendants() {
+        if process.pgrp != group.as_raw() {
+            let _ = kill(Pid::from_raw(process.pid), signal);
+        }
+    }
+}
+
+/// Reaps every exited process below the agent; returns the main child's exit if it was
+/// among them.
+fn reap(child: Pid) -> Option<ChildExit> {
+    let mut main_exit = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == child => main_exit = Some(ChildExit::Code(code)),
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == child => {
+                main_exit = Some(ChildExit::Signal(signal as i32))
+            }
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return main_exit,
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => return main_exit,
+        }
+    }
+}
+
+/// Once the main child has exited: SIGTERM what is left of its processes, SIGKILL them after
+/// a short grace, and reap them all.
+fn clean_up_leftovers(group: Pid, inbox: &mut SignalInbox) {
+    reap(group);
+    if procfs::my_descendants().is_empty() {
+        return;
+    }
+    tracing::info!("the command left processes behind; stopping them");
+    signal_tree(group, Signal::SIGTERM);
+    let deadline = Instant::now() + LEFTOVER_GRACE;
+    let mut killed = false;
+    loop {
+        reap(group);
+        if procfs::my_descendants().is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            if killed {
+                tracing::warn!("processes survived SIGKILL; leaving them");
+                return;
+            }
+            signal_tree(group, Signal::SIGKILL);
+            killed = true;
+        }
+        let _ = inbox.wait(Some(Duration::from_millis(50)));
+    }
+}
+
+fn start_forwarder<R, W>(
+    input: R,
+    out: W,
+    stream: Stream,
+    plan: &OutputPlan,
+    tail: Option<Arc<Mutex<TailBuffer>>>,
+    drained: mpsc::Sender<()>,
+) -> io::Result<thread::JoinHandle<()>>
+where
+    R: io::Read + Send + 'static,
+    W: io::Write + Send + 'static,
+{
+    let mut writer = LineWriter::new(
+        out,
+        stream,
+        plan.format,
+        Arc::clone(&plan.identity_members),
+        Arc::clone(&plan.masker),
+        tail,
+    );
+    thread::Builder::new()
+        .name(format!("forward-{}", stream.name()))
+        .spawn(move || {
+            if let Err(e) = output::forward(input, &mut writer)
+                && e.kind() != io::ErrorKind::BrokenPipe
+            {
+                tracing::warn!(stream = stream.name(), error = %e, "cannot forward the command's output");
+            }
+            let _ = drained.send(());
+        })
+}
+
+/// Samples memory use against the limits and keeps the peak.
+struct MemoryWatch {
+    soft_limit: Option<u64>,
+    cgroup: Option<(MemoryCgroup, Option<u64>)>,
+    page_size: u64,
+    peak: u64,
+}
+
+impl MemoryWatch {
+    fn new(limits: &Limits) -> MemoryWatch {
+        MemoryWatch {
+            soft_limit: limits.soft_limit,
+            cgroup: limits.cgroup.clone(),
+            page_size: procfs::page_size(),
+            peak: 0,
+        }
+    }
+
+    fn sample(&mut self) -> Option<StopReason> {
+        let tree: u64 = procfs::my_descendants()
+            .iter()
+            .map(|p| p.rss_pages)
+            .sum::<u64>()
+            * self.page_size;
+        self.peak = self.peak.max(tree);
+        if let Some(limit) = self.soft_limit
+            && tree > limit
+        {
+            return Some(StopReason::MemoryExceeded {
+                used: tree,
+                limit,
+                what: MemoryMeasure::ProcessTree,
+            });
+        }
+        if let Some((cgroup, Some(threshold))) = &self.cgroup
+            && let Some(working_set) = cgroup.working_set()
+            && working_set > *threshold
+        {
+            return Some(StopReason::MemoryExceeded {
+                used: working_set,
+                limit: *threshold,
+                what: MemoryMeasure::Cgroup,
+            });
+        }
+        None
+    }
+
+    fn oom_kills(&self) -> u64 {
+        self.cgroup
+            .as_ref()
+            .and_then(|(cgroup, _)| cgroup.oom_kills())
+            .unwrap_or(0)
+    }
+
+    /// Whether the peak came within 10 % of the soft limit: a SIGKILL then is most likely
+    /// the kernel's OOM killer.
+    fn near_limit(&self) -> bool {
+        self.soft_limit
+            .is_some_and(|limit| self.peak >= limit / 10 * 9)
+    }
+}
