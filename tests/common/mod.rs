@@ -1,0 +1,109 @@
+//! Shared by the integration tests: running the real `task-agent` binary in a scratch
+//! directory and reading back the record it wrote.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_task-agent");
+
+/// A scratch directory with the paths a task uses.
+pub struct Task {
+    pub dir: tempfile::TempDir,
+}
+
+impl Task {
+    pub fn new() -> Task {
+        Task {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn workdir(&self) -> PathBuf {
+        self.path("workspace")
+    }
+
+    pub fn result_file(&self) -> PathBuf {
+        self.path("termination-log")
+    }
+
+    pub fn return_file(&self) -> PathBuf {
+        self.path("xcom/return.json")
+    }
+
+    /// `task-agent run` with this task's paths, ready for more options and `-- COMMAND`.
+    /// The agent's own TASK_AGENT_* variables from the test environment are cleared.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(AGENT);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("TASK_AGENT_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .arg("run")
+            .arg("--workdir")
+            .arg(self.workdir())
+            .arg("--result-file")
+            .arg(self.result_file())
+            .arg("--return-file")
+            .arg(self.return_file())
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `task-agent run … -- sh -c SCRIPT` to the end.
+    pub fn run_sh(&self, options: &[&str], script: &str) -> Output {
+        self.command()
+            .args(options)
+            .args(["--", "sh", "-c", script])
+            .output()
+            .expect("task-agent runs")
+    }
+
+    /// The record as written, checked against the schema and the 4096-byte budget.
+    pub fn record(&self) -> Value {
+        let bytes = std::fs::read(self.result_file()).expect("result file exists");
+        check_record(&bytes)
+    }
+}
+
+/// Parses a record and asserts it is valid under `schema/task-result.schema.json` and
+/// within the termination-message budget.
+pub fn check_record(bytes: &[u8]) -> Value {
+    assert!(bytes.len() <= 4096, "record is {} bytes, over 4096", bytes.len());
+    let value: Value = serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("record is not JSON ({e}): {}", String::from_utf8_lossy(bytes)));
+    let errors: Vec<String> = validator()
+        .iter_errors(&value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "record violates the schema: {errors:?}\n{value:#}");
+    value
+}
+
+fn validator() -> &'static jsonschema::Validator {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/task-result.schema.json");
+        let schema: Value = serde_json::from_slice(&std::fs::read(path).expect("schema file"))
+            .expect("schema is JSON");
+        jsonschema::validator_for(&schema).expect("schema compiles")
+    })
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
