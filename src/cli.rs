@@ -52,7 +52,12 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Working directory of the command; created if missing.
-    #[arg(long, env = "TASK_AGENT_WORKDIR", value_name = "DIR", default_value = "/workspace")]
+    #[arg(
+        long,
+        env = "TASK_AGENT_WORKDIR",
+        value_name = "DIR",
+        default_value = "/workspace"
+    )]
     pub workdir: PathBuf,
 
     /// Stop the command after this long: SIGTERM, then SIGKILL after --grace (exit 124).
@@ -74,15 +79,32 @@ pub struct RunArgs {
     pub memory_poll_interval: Duration,
 
     /// Where to write the result record. Default: /dev/termination-log when it exists, else none.
-    #[arg(long, env = "TASK_AGENT_RESULT_FILE", value_name = "PATH", help_heading = "Result")]
+    #[arg(
+        long,
+        env = "TASK_AGENT_RESULT_FILE",
+        value_name = "PATH",
+        help_heading = "Result"
+    )]
     pub result_file: Option<PathBuf>,
 
     /// Where the command may write its JSON return value (passed to it as TASK_AGENT_RETURN_FILE).
-    #[arg(long, env = "TASK_AGENT_RETURN_FILE", value_name = "PATH", default_value = "/airflow/xcom/return.json", help_heading = "Result")]
+    #[arg(
+        long,
+        env = "TASK_AGENT_RETURN_FILE",
+        value_name = "PATH",
+        default_value = "/airflow/xcom/return.json",
+        help_heading = "Result"
+    )]
     pub return_file: PathBuf,
 
     /// How many of the last stderr lines the record keeps (as budget allows).
-    #[arg(long, env = "TASK_AGENT_LOG_TAIL_LINES", value_name = "N", default_value_t = 20, help_heading = "Result")]
+    #[arg(
+        long,
+        env = "TASK_AGENT_LOG_TAIL_LINES",
+        value_name = "N",
+        default_value_t = 20,
+        help_heading = "Result"
+    )]
     pub log_tail_lines: usize,
 
     /// text: the command's output unchanged; json: one JSON object per line.
@@ -121,7 +143,12 @@ pub struct TaskArgs {
     #[arg(long, env = "TASK_AGENT_TRY_NUMBER", value_name = "N")]
     pub try_number: Option<u32>,
     /// Airflow map index of a mapped task (-1 when not mapped).
-    #[arg(long, env = "TASK_AGENT_MAP_INDEX", value_name = "N", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        env = "TASK_AGENT_MAP_INDEX",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub map_index: Option<i64>,
 }
 
@@ -209,7 +236,16 @@ mod tests {
 
     #[test]
     fn the_command_and_its_own_flags_follow_double_dash() {
-        let run = parse(&["--timeout", "90s", "--", "python", "-c", "print(1)", "--timeout"]).unwrap();
+        let run = parse(&[
+            "--timeout",
+            "90s",
+            "--",
+            "python",
+            "-c",
+            "print(1)",
+            "--timeout",
+        ])
+        .unwrap();
         assert_eq!(run.timeout, Some(Duration::from_secs(90)));
         assert_eq!(run.command, vec!["python", "-c", "print(1)", "--timeout"]);
     }
@@ -226,10 +262,14 @@ mod tests {
 
     #[test]
     fn malformed_values_name_the_option_and_the_expected_form() {
-        let err = parse(&["--memory-limit", "2GB", "--", "true"]).unwrap_err().to_string();
+        let err = parse(&["--memory-limit", "2GB", "--", "true"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--memory-limit"), "{err}");
         assert!(err.contains("512Mi"), "{err}");
-        let err = parse(&["--timeout", "soon", "--", "true"]).unwrap_err().to_string();
+        let err = parse(&["--timeout", "soon", "--", "true"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--timeout") && err.contains("90s"), "{err}");
     }
 
@@ -241,15 +281,28 @@ mod tests {
 
     #[test]
     fn the_result_file_is_found_in_a_broken_command_line() {
-        let args: Vec<OsString> = ["task-agent", "run", "--bogus", "--result-file", "/tmp/r.json"]
-            .into_iter()
-            .map(OsString::from)
-            .collect();
+        let args: Vec<OsString> = [
+            "task-agent",
+            "run",
+            "--bogus",
+            "--result-file",
+            "/tmp/r.json",
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
         assert_eq!(result_file_hint(&args), Some(PathBuf::from("/tmp/r.json")));
-        let args: Vec<OsString> = ["task-agent", "run", "--result-file=/tmp/x", "--", "--result-file", "no"]
-            .into_iter()
-            .map(OsString::from)
-            .collect();
+        let args: Vec<OsString> = [
+            "task-agent",
+            "run",
+            "--result-file=/tmp/x",
+            "--",
+            "--result-file",
+            "no",
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
         assert_eq!(result_file_hint(&args), Some(PathBuf::from("/tmp/x")));
     }
 }

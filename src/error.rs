@@ -104,11 +104,16 @@ impl AgentError {
                 (Status::AgentError, "spawn", exit::UNAVAILABLE, true)
             }
             Spawn { .. } => (Status::AgentError, "spawn", exit::INTERNAL, false),
-            Path { source, .. } if is_permission(source) => {
-                (Status::AgentError, "permission_denied", exit::PERMISSION, false)
-            }
+            Path { source, .. } if is_permission(source) => (
+                Status::AgentError,
+                "permission_denied",
+                exit::PERMISSION,
+                false,
+            ),
             Path { .. } => (Status::AgentError, "io", exit::INTERNAL, false),
-            ReturnValueInvalid { .. } => (Status::Failed, "return_value_invalid", exit::DATA, false),
+            ReturnValueInvalid { .. } => {
+                (Status::Failed, "return_value_invalid", exit::DATA, false)
+            }
             ReturnValueUnreadable { .. } => {
                 (Status::Failed, "return_value_unreadable", exit::DATA, false)
             }

@@ -45,7 +45,12 @@ pub struct AgentLog {
 }
 
 impl AgentLog {
-    pub fn new(format: LogFormat, level: LogLevel, identity_members: Arc<str>, masks: MaskHandle) -> Self {
+    pub fn new(
+        format: LogFormat,
+        level: LogLevel,
+        identity_members: Arc<str>,
+        masks: MaskHandle,
+    ) -> Self {
         AgentLog {
             format,
             identity_members,
@@ -82,7 +87,9 @@ impl AgentLog {
                 let mut object = Map::new();
                 object.insert(
                     "timestamp".into(),
-                    humantime::format_rfc3339_micros(SystemTime::now()).to_string().into(),
+                    humantime::format_rfc3339_micros(SystemTime::now())
+                        .to_string()
+                        .into(),
                 );
                 object.insert("stream".into(), "agent".into());
                 object.insert("level".into(), level.as_str().to_ascii_lowercase().into());
@@ -128,7 +135,8 @@ impl Visit for Fields {
         if field.name() == "message" {
             self.message = text;
         } else {
-            self.rest.push((field.name().to_string(), Value::String(text)));
+            self.rest
+                .push((field.name().to_string(), Value::String(text)));
         }
     }
 
@@ -160,15 +168,26 @@ mod tests {
     fn fields() -> Fields {
         Fields {
             message: "command started".into(),
-            rest: vec![("pid".into(), 42.into()), ("exit".into(), "signal SIGTERM".into())],
+            rest: vec![
+                ("pid".into(), 42.into()),
+                ("exit".into(), "signal SIGTERM".into()),
+            ],
         }
     }
 
     #[test]
     fn text_lines_are_prefixed_and_readable() {
-        let log = AgentLog::new(LogFormat::Text, LogLevel::Info, Arc::from(""), MaskHandle::default());
+        let log = AgentLog::new(
+            LogFormat::Text,
+            LogLevel::Info,
+            Arc::from(""),
+            MaskHandle::default(),
+        );
         let line = log.format_line(&tracing::Level::INFO, fields());
-        assert_eq!(line, "[task-agent] INFO  command started pid=42 exit=signal SIGTERM\n");
+        assert_eq!(
+            line,
+            "[task-agent] INFO  command started pid=42 exit=signal SIGTERM\n"
+        );
     }
 
     #[test]

@@ -115,7 +115,9 @@ mod tests {
     fn values_are_masked_wherever_they_stand() {
         let masker = Masker::new(["s3cr3t-value", "hunter22"]).unwrap();
         assert_eq!(
-            masker.mask(b"token=s3cr3t-value; again s3cr3t-valuehunter22\n").as_ref(),
+            masker
+                .mask(b"token=s3cr3t-value; again s3cr3t-valuehunter22\n")
+                .as_ref(),
             b"token=***; again ******\n"
         );
     }

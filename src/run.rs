@@ -19,7 +19,9 @@ use crate::logging::AgentLog;
 use crate::mask::MaskHandle;
 use crate::report::{Outcome, Reporter, ResultFile, Status, return_value};
 use crate::supervise::cgroup::{self, MemoryCgroup};
-use crate::supervise::{ChildSpec, Limits, OutputPlan, SignalInbox, StopReason, Supervised, supervise};
+use crate::supervise::{
+    ChildSpec, Limits, OutputPlan, SignalInbox, StopReason, Supervised, supervise,
+};
 use crate::units::format_bytes;
 use crate::verdict::verdict;
 
@@ -42,7 +44,13 @@ pub fn run(mut args: RunArgs) -> i32 {
     let masks = MaskHandle::default();
     let identity = args.task.identity();
     let identity_members: Arc<str> = identity.json_members().into();
-    AgentLog::new(args.log_format, args.log_level, Arc::clone(&identity_members), masks.clone()).install();
+    AgentLog::new(
+        args.log_format,
+        args.log_level,
+        Arc::clone(&identity_members),
+        masks.clone(),
+    )
+    .install();
     tracing::info!(version = env!("CARGO_PKG_VERSION"), command = %describe(&args.command), "task-agent starting");
 
     let result_path = args.result_file.clone().or_else(default_result_file);
@@ -63,8 +71,12 @@ pub fn run(mut args: RunArgs) -> i32 {
 
     let result = match (file_error, inbox) {
         (Some(error), _) => Err(error),
-        (None, Err(e)) => Err(AgentError::Internal(format!("cannot set up signal handling: {e}"))),
-        (None, Ok(mut inbox)) => execute(&args, &mut reporter, &mut inbox, identity_members, &masks),
+        (None, Err(e)) => Err(AgentError::Internal(format!(
+            "cannot set up signal handling: {e}"
+        ))),
+        (None, Ok(mut inbox)) => {
+            execute(&args, &mut reporter, &mut inbox, identity_members, &masks)
+        }
     };
     let outcome = result.unwrap_or_else(|error| {
         tracing::error!(kind = error.disposition().kind, "{error}");
@@ -101,7 +113,10 @@ fn execute(
     reporter.set_duration("prepare", millis(phase.elapsed()));
 
     if let Some(signal) = termination_requested(inbox) {
-        tracing::warn!(signal = signal.as_str(), "told to stop before the command started");
+        tracing::warn!(
+            signal = signal.as_str(),
+            "told to stop before the command started"
+        );
         return Ok(not_started(signal));
     }
 
@@ -159,9 +174,13 @@ fn record_resources(reporter: &mut Reporter, ran: &Supervised) {
 fn limits(args: &RunArgs) -> Limits {
     let cgroup = MemoryCgroup::detect();
     let container_limit = cgroup.as_ref().and_then(MemoryCgroup::limit);
-    let soft_limit = args.memory_limit.or(container_limit.map(cgroup::default_soft_limit));
+    let soft_limit = args
+        .memory_limit
+        .or(container_limit.map(cgroup::default_soft_limit));
     match (container_limit, soft_limit) {
-        (Some(container), Some(soft)) => tracing::info!(container_limit = %format_bytes(container), soft_limit = %format_bytes(soft), "memory limits"),
+        (Some(container), Some(soft)) => {
+            tracing::info!(container_limit = %format_bytes(container), soft_limit = %format_bytes(soft), "memory limits")
+        }
         (None, Some(soft)) => tracing::info!(soft_limit = %format_bytes(soft), "memory limit"),
         _ => tracing::debug!("no memory limit"),
     }
@@ -196,7 +215,10 @@ fn not_started(signal: Signal) -> Outcome {
     });
     outcome.child_exit_code = None;
     if let Some(error) = &mut outcome.error {
-        error.message = format!("task-agent received {} before the command started; it was not run", signal.as_str());
+        error.message = format!(
+            "task-agent received {} before the command started; it was not run",
+            signal.as_str()
+        );
     }
     outcome
 }
@@ -238,7 +260,10 @@ pub fn child_env(
     return_file: &Path,
 ) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = agent_env
-        .filter(|(key, _)| !key.as_encoded_bytes().starts_with(AGENT_VAR_PREFIX.as_bytes()))
+        .filter(|(key, _)| {
+            !key.as_encoded_bytes()
+                .starts_with(AGENT_VAR_PREFIX.as_bytes())
+        })
         .collect();
     env.push((RETURN_FILE_VAR.into(), return_file.as_os_str().to_owned()));
     env
@@ -265,10 +290,16 @@ mod tests {
         let agent_env = vec![
             (OsString::from("PATH"), OsString::from("/usr/bin")),
             (OsString::from("TASK_AGENT_TIMEOUT"), OsString::from("5s")),
-            (OsString::from("TASK_AGENT_RESULT_FILE"), OsString::from("/x")),
+            (
+                OsString::from("TASK_AGENT_RESULT_FILE"),
+                OsString::from("/x"),
+            ),
             (OsString::from("MY_TASK_AGENT_VAR"), OsString::from("kept")),
         ];
-        let env = child_env(agent_env.into_iter(), Path::new("/airflow/xcom/return.json"));
+        let env = child_env(
+            agent_env.into_iter(),
+            Path::new("/airflow/xcom/return.json"),
+        );
         assert_eq!(
             env,
             vec![

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-const DURATION_HELP: &str = "expected a duration such as 90s, 30m, 2h or 1h30m (units: ms, s, m, h, d)";
-const SIZE_HELP: &str =
-    "expected a size such as 512Mi, 2Gi or 1G (units: Ki, Mi, Gi, Ti, k, M, G, T; no unit means bytes)";
+const DURATION_HELP: &str =
+    "expected a duration such as 90s, 30m, 2h or 1h30m (units: ms, s, m, h, d)";
+const SIZE_HELP: &str = "expected a size such as 512Mi, 2Gi or 1G (units: Ki, Mi, Gi, Ti, k, M, G, T; no unit means bytes)";
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -35,7 +35,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => Duration::from_secs(number.saturating_mul(3600)),
             "d" => Duration::from_secs(number.saturating_mul(86_400)),
             "" => return Err(format!("`{text}` has no unit: {DURATION_HELP}")),
-            other => return Err(format!("`{text}` has an unknown unit `{other}`: {DURATION_HELP}")),
+            other => {
+                return Err(format!(
+                    "`{text}` has an unknown unit `{other}`: {DURATION_HELP}"
+                ));
+            }
         };
         total = total
             .checked_add(part)
@@ -63,7 +67,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "M" => 1_000_000,
         "G" => 1_000_000_000,
         "T" => 1_000_000_000_000,
-        other => return Err(format!("`{text}` has an unknown unit `{other}`: {SIZE_HELP}")),
+        other => {
+            return Err(format!(
+                "`{text}` has an unknown unit `{other}`: {SIZE_HELP}"
+            ));
+        }
     };
     number
         .checked_mul(multiplier)
@@ -105,9 +113,16 @@ mod tests {
     fn bad_durations_say_what_is_expected() {
         for bad in ["", "90", "s", "ten minutes", "5y", "-3s", "1.5h"] {
             let err = parse_duration(bad).unwrap_err();
-            assert!(err.contains("expected a duration such as 90s"), "{bad}: {err}");
+            assert!(
+                err.contains("expected a duration such as 90s"),
+                "{bad}: {err}"
+            );
         }
-        assert!(parse_duration("99999999999999999999s").unwrap_err().contains("too large"));
+        assert!(
+            parse_duration("99999999999999999999s")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]
@@ -123,9 +138,16 @@ mod tests {
     fn bad_sizes_say_what_is_expected() {
         for bad in ["", "Mi", "2GB", "1.5Gi", "-1Mi", "lots"] {
             let err = parse_size(bad).unwrap_err();
-            assert!(err.contains("expected a size such as 512Mi"), "{bad}: {err}");
+            assert!(
+                err.contains("expected a size such as 512Mi"),
+                "{bad}: {err}"
+            );
         }
-        assert!(parse_size("99999999999Ti").unwrap_err().contains("too large"));
+        assert!(
+            parse_size("99999999999Ti")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

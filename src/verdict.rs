@@ -33,7 +33,9 @@ pub fn verdict(run: &Supervised) -> Outcome {
             exit::TERMINATED,
             true,
             "terminated",
-            format!("task-agent received SIGTERM (pod deleted or evicted) and stopped the command; {how_it_ended}"),
+            format!(
+                "task-agent received SIGTERM (pod deleted or evicted) and stopped the command; {how_it_ended}"
+            ),
         ),
         Some(StopReason::TimedOut { timeout }) => outcome(
             Status::TimedOut,
@@ -63,7 +65,9 @@ pub fn verdict(run: &Supervised) -> Outcome {
                 exit::OOM_KILLED,
                 false,
                 "memory_limit",
-                format!("{measured}; it was stopped and {how_it_ended}; use a larger size class or reduce the task's memory use"),
+                format!(
+                    "{measured}; it was stopped and {how_it_ended}; use a larger size class or reduce the task's memory use"
+                ),
             )
         }
         None if run.kernel_oom => outcome(
@@ -126,7 +130,10 @@ mod tests {
     #[test]
     fn the_childs_code_passes_through() {
         let ok = verdict(&ran(ChildExit::Code(0), None));
-        assert_eq!((ok.status, ok.exit_code, ok.error), (Status::Succeeded, 0, None));
+        assert_eq!(
+            (ok.status, ok.exit_code, ok.error),
+            (Status::Succeeded, 0, None)
+        );
         let failed = verdict(&ran(ChildExit::Code(3), None));
         assert_eq!((failed.status, failed.exit_code), (Status::Failed, 3));
         assert_eq!(failed.child_exit_code, Some(3));
@@ -147,11 +154,17 @@ mod tests {
             timeout: Duration::from_secs(5),
         };
         let out = verdict(&ran(ChildExit::Signal(libc::SIGKILL), Some(timeout)));
-        assert_eq!((out.status, out.exit_code, out.retryable), (Status::TimedOut, 124, false));
+        assert_eq!(
+            (out.status, out.exit_code, out.retryable),
+            (Status::TimedOut, 124, false)
+        );
         assert!(out.error.unwrap().message.contains("5s"));
 
         let out = verdict(&ran(ChildExit::Code(0), Some(StopReason::Terminated)));
-        assert_eq!((out.status, out.exit_code, out.retryable), (Status::Terminated, 143, true));
+        assert_eq!(
+            (out.status, out.exit_code, out.retryable),
+            (Status::Terminated, 143, true)
+        );
 
         let memory = StopReason::MemoryExceeded {
             used: 300 << 20,

@@ -188,7 +188,8 @@ mod tests {
     use super::*;
 
     fn finished() -> Record {
-        let mut record = Record::provisional("2026-11-26T13:00:00.000Z".into(), TaskIdentity::default());
+        let mut record =
+            Record::provisional("2026-11-26T13:00:00.000Z".into(), TaskIdentity::default());
         record.status = Status::Succeeded;
         record.phase = "finished";
         record.exit_code = Some(0);
@@ -217,14 +218,22 @@ mod tests {
     fn log_tail_goes_first_oldest_lines_first() {
         let mut record = finished();
         record.return_value = Some(serde_json::json!("keep me"));
-        record.log_tail = (0..100).map(|i| format!("line {i} {}", "x".repeat(60))).collect();
+        record.log_tail = (0..100)
+            .map(|i| format!("line {i} {}", "x".repeat(60)))
+            .collect();
         let bytes = record.encode(RECORD_BUDGET);
         assert!(bytes.len() <= RECORD_BUDGET);
         let value = parse(&bytes);
         assert_eq!(value["return_value"], "keep me");
         let tail = value["log_tail"].as_array().unwrap();
         assert!(!tail.is_empty());
-        assert!(tail.last().unwrap().as_str().unwrap().starts_with("line 99 "));
+        assert!(
+            tail.last()
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .starts_with("line 99 ")
+        );
     }
 
     #[test]

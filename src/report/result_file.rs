@@ -23,7 +23,11 @@ impl ResultFile {
     /// Opens (creating if needed) without truncating: a record already there stays valid
     /// until the first full write replaces it.
     pub fn open(path: &Path) -> io::Result<ResultFile> {
-        let file = OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
         let written = file.metadata().map(|m| m.len() as usize).unwrap_or(0);
         Ok(ResultFile {
             path: path.to_path_buf(),
@@ -75,7 +79,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("termination-log");
         let mut file = ResultFile::open(&path).unwrap();
-        file.update(br#"{"status":"running","phase":"a-long-phase-name"}"#).unwrap();
+        file.update(br#"{"status":"running","phase":"a-long-phase-name"}"#)
+            .unwrap();
         file.update(br#"{"status":"running"}"#).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -21,7 +21,9 @@ pub enum ReturnValue {
     Absent,
     Inline(Value),
     /// Valid JSON, but too large for the record.
-    TooLarge { bytes: u64 },
+    TooLarge {
+        bytes: u64,
+    },
 }
 
 /// Reads and validates the return file the child left behind.
@@ -69,7 +71,10 @@ mod tests {
     #[test]
     fn a_missing_file_is_no_return_value() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read(&dir.path().join("nope.json")).unwrap(), ReturnValue::Absent);
+        assert_eq!(
+            read(&dir.path().join("nope.json")).unwrap(),
+            ReturnValue::Absent
+        );
     }
 
     #[test]
@@ -103,6 +108,9 @@ mod tests {
         }
         let big_and_broken = format!("[{}", vec!["1"; 5_000].join(","));
         let (_dir, path) = write(big_and_broken.as_bytes());
-        assert_eq!(read(&path).unwrap_err().disposition().kind, "return_value_invalid");
+        assert_eq!(
+            read(&path).unwrap_err().disposition().kind,
+            "return_value_invalid"
+        );
     }
 }

@@ -53,7 +53,10 @@ impl MemoryCgroup {
     /// How many processes the kernel OOM killer has killed in this cgroup so far.
     pub fn oom_kills(&self) -> Option<u64> {
         let (_, events_file) = self.files();
-        stat_value(&fs::read_to_string(self.dir.join(events_file)).ok()?, "oom_kill")
+        stat_value(
+            &fs::read_to_string(self.dir.join(events_file)).ok()?,
+            "oom_kill",
+        )
     }
 
     fn files(&self) -> (&'static str, &'static str) {
@@ -187,8 +190,7 @@ mod tests {
 35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw";
 
-    const V2_MOUNTINFO: &str =
-        "30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate";
+    const V2_MOUNTINFO: &str = "30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate";
 
     #[test]
     fn a_v2_container_uses_its_own_cgroup() {
@@ -213,7 +215,8 @@ mod tests {
     fn hybrid_hosts_fall_back_to_v1_when_v2_has_no_memory_controller() {
         let membership = "4:memory:/process_api/abc\n0::/\n";
         let found = locate(membership, HYBRID_MOUNTINFO, |dir, file| {
-            dir == Path::new("/sys/fs/cgroup/memory/process_api/abc") && file == "memory.limit_in_bytes"
+            dir == Path::new("/sys/fs/cgroup/memory/process_api/abc")
+                && file == "memory.limit_in_bytes"
         })
         .unwrap();
         assert_eq!(found.version, Version::V1);
@@ -243,7 +246,10 @@ mod tests {
     #[test]
     fn soft_limit_leaves_headroom() {
         assert_eq!(default_soft_limit(512 << 20), (512 - 32) << 20);
-        assert_eq!(default_soft_limit(4 << 30), (4u64 << 30) - (4u64 << 30) / 20);
+        assert_eq!(
+            default_soft_limit(4 << 30),
+            (4u64 << 30) - (4u64 << 30) / 20
+        );
         assert_eq!(default_soft_limit(64 << 30), (64u64 << 30) - (256 << 20));
         assert_eq!(default_soft_limit(48 << 20), 24 << 20);
     }

@@ -58,7 +58,10 @@ impl LineFramer {
     }
 
     /// Flushes the unterminated last line at the end of the stream.
-    pub fn finish<E>(&mut self, emit: &mut impl FnMut(Piece<'_>) -> Result<(), E>) -> Result<(), E> {
+    pub fn finish<E>(
+        &mut self,
+        emit: &mut impl FnMut(Piece<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -109,8 +112,14 @@ mod tests {
         let mut emit = |piece: Piece<'_>| -> Result<(), Infallible> {
             out.push(match piece {
                 Piece::Lines(b) => (b.to_vec(), "L"),
-                Piece::Fragment { bytes, continues: true } => (bytes.to_vec(), "F+"),
-                Piece::Fragment { bytes, continues: false } => (bytes.to_vec(), "F"),
+                Piece::Fragment {
+                    bytes,
+                    continues: true,
+                } => (bytes.to_vec(), "F+"),
+                Piece::Fragment {
+                    bytes,
+                    continues: false,
+                } => (bytes.to_vec(), "F"),
             });
             Ok(())
         };
@@ -123,7 +132,10 @@ mod tests {
 
     #[test]
     fn whole_lines_pass_as_one_block() {
-        assert_eq!(frame(100, &[b"a\nbb\nccc\n"]), vec![(b"a\nbb\nccc\n".to_vec(), "L")]);
+        assert_eq!(
+            frame(100, &[b"a\nbb\nccc\n"]),
+            vec![(b"a\nbb\nccc\n".to_vec(), "L")]
+        );
     }
 
     #[test]

@@ -99,12 +99,28 @@ pub fn supervise(
     let tail = Arc::new(Mutex::new(TailBuffer::new(output.tail_lines)));
     let (drained_tx, drained_rx) = mpsc::channel();
     let forwarders = [
-        start_forwarder(started.stdout, io::stdout(), Stream::Stdout, output, None, drained_tx.clone()),
-        start_forwarder(started.stderr, io::stderr(), Stream::Stderr, output, Some(Arc::clone(&tail)), drained_tx),
+        start_forwarder(
+            started.stdout,
+            io::stdout(),
+            Stream::Stdout,
+            output,
+            None,
+            drained_tx.clone(),
+        ),
+        start_forwarder(
+            started.stderr,
+            io::stderr(),
+            Stream::Stderr,
+            output,
+            Some(Arc::clone(&tail)),
+            drained_tx,
+        ),
     ];
     if let Some(Err(e)) = forwarders.into_iter().find(Result::is_err) {
         let _ = killpg(child, Signal::SIGKILL);
-        return Err(AgentError::Internal(format!("cannot start an output thread: {e}")));
+        return Err(AgentError::Internal(format!(
+            "cannot start an output thread: {e}"
+        )));
     }
 
     let mut watch = MemoryWatch::new(limits);
@@ -131,7 +147,13 @@ pub fn supervise(
         {
             let timeout = limits.timeout.unwrap_or_default();
             tracing::warn!(timeout = %humantime::format_duration(timeout), grace = %humantime::format_duration(limits.grace), "timeout reached, sending SIGTERM");
-            stop(&mut ladder, child, StopReason::TimedOut { timeout }, limits.grace, now);
+            stop(
+                &mut ladder,
+                child,
+                StopReason::TimedOut { timeout },
+                limits.grace,
+                now,
+            );
         }
         if now >= next_sample {
             next_sample = now + limits.poll_interval;
@@ -141,7 +163,13 @@ pub fn supervise(
                 {
                     tracing::warn!(used = %crate::units::format_bytes(*used), limit = %crate::units::format_bytes(*limit), measure = ?what, "memory limit crossed, sending SIGTERM");
                 }
-                stop(&mut ladder, child, reason, limits.grace.min(MEMORY_GRACE), now);
+                stop(
+                    &mut ladder,
+                    child,
+                    reason,
+                    limits.grace.min(MEMORY_GRACE),
+                    now,
+                );
             }
             if last_progress.is_none_or(|at| now.duration_since(at) >= PROGRESS_EVERY) {
                 last_progress = Some(now);
@@ -175,7 +203,13 @@ pub fn supervise(
                     if !ladder.is_idle() {
                         let _ = killpg(child, Signal::SIGTERM);
                     }
-                    stop(&mut ladder, child, StopReason::Terminated, limits.grace, Instant::now());
+                    stop(
+                        &mut ladder,
+                        child,
+                        StopReason::Terminated,
+                        limits.grace,
+                        Instant::now(),
+                    );
                 }
                 other => {
                     tracing::info!(signal = other.as_str(), "forwarding signal");
@@ -193,14 +227,19 @@ pub fn supervise(
     clean_up_leftovers(child, inbox);
     for _ in 0..2 {
         if drained_rx.recv_timeout(DRAIN_WAIT).is_err() {
-            tracing::warn!("output is still held open by a process outside the task; not waiting for it");
+            tracing::warn!(
+                "output is still held open by a process outside the task; not waiting for it"
+            );
             break;
         }
     }
 
     let usage = getrusage(UsageWho::RUSAGE_CHILDREN).ok();
-    let millis = |tv: nix::sys::time::TimeVal| (tv.tv_sec() as u64) * 1000 + (tv.tv_usec() as u64) / 1000;
-    let largest_process = usage.as_ref().map_or(0, |u| u.max_rss().max(0) as u64 * 1024);
+    let millis =
+        |tv: nix::sys::time::TimeVal| (tv.tv_sec() as u64) * 1000 + (tv.tv_usec() as u64) / 1000;
+    let largest_process = usage
+        .as_ref()
+        .map_or(0, |u| u.max_rss().max(0) as u64 * 1024);
     let oom_kills_after = watch.oom_kills();
     let kernel_oom = exit == ChildExit::Signal(libc::SIGKILL)
         && !ladder.sent_kill()
@@ -240,7 +279,9 @@ fn reap(child: Pid) -> Option<ChildExit> {
     let mut main_exit = None;
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == child => main_exit = Some(ChildExit::Code(code)),
+            Ok(WaitStatus::Exited(pid, code)) if pid == child => {
+                main_exit = Some(ChildExit::Code(code))
+            }
             Ok(WaitStatus::Signaled(pid, signal, _)) if pid == child => {
                 main_exit = Some(ChildExit::Signal(signal as i32))
             }

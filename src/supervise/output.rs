@@ -126,13 +126,17 @@ impl<W: Write> LineWriter<W> {
         if partial {
             self.json.extend_from_slice(b",\"partial\":true");
         }
-        self.json.extend_from_slice(self.identity_members.as_bytes());
+        self.json
+            .extend_from_slice(self.identity_members.as_bytes());
         self.json.extend_from_slice(b"}\n");
     }
 }
 
 fn json_timestamp() -> String {
-    format!("\"{}\"", humantime::format_rfc3339_micros(SystemTime::now()))
+    format!(
+        "\"{}\"",
+        humantime::format_rfc3339_micros(SystemTime::now())
+    )
 }
 
 /// Copies `input` to `writer` until end of stream. If the destination breaks (the agent's
@@ -195,11 +199,23 @@ mod tests {
         let mut w = writer(LogFormat::Json, Masker::default());
         forward(&input[..], &mut w).unwrap();
         let text = String::from_utf8(w.out).unwrap();
-        let objects: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        let messages: Vec<&str> = objects.iter().map(|o| o["message"].as_str().unwrap()).collect();
-        assert_eq!(messages, vec!["first", "second \"quoted\"", "\u{fffd}bad utf8", "last"]);
-        assert!(objects.iter().all(|o| o["stream"] == "stderr" && o["tenant"] == "t1"));
+        let objects: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let messages: Vec<&str> = objects
+            .iter()
+            .map(|o| o["message"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            messages,
+            vec!["first", "second \"quoted\"", "\u{fffd}bad utf8", "last"]
+        );
+        assert!(
+            objects
+                .iter()
+                .all(|o| o["stream"] == "stderr" && o["tenant"] == "t1")
+        );
         assert!(objects[0]["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 
@@ -210,12 +226,17 @@ mod tests {
         let mut w = writer(LogFormat::Json, Masker::default());
         forward(&input[..], &mut w).unwrap();
         let text = String::from_utf8(w.out).unwrap();
-        let objects: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let objects: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(objects.len(), 2);
         assert_eq!(objects[0]["partial"], true);
         assert_eq!(objects[1].get("partial"), None);
-        let total: usize = objects.iter().map(|o| o["message"].as_str().unwrap().len()).sum();
+        let total: usize = objects
+            .iter()
+            .map(|o| o["message"].as_str().unwrap().len())
+            .sum();
         assert_eq!(total, MAX_LINE + 10);
     }
 

@@ -60,7 +60,13 @@ pub fn snapshot() -> Vec<ProcStat> {
     };
     entries
         .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().as_encoded_bytes().iter().all(u8::is_ascii_digit))
+        .filter(|entry| {
+            entry
+                .file_name()
+                .as_encoded_bytes()
+                .iter()
+                .all(u8::is_ascii_digit)
+        })
         .filter_map(|entry| fs::read_to_string(entry.path().join("stat")).ok())
         .filter_map(|text| parse_stat(&text))
         .collect()
@@ -116,7 +122,10 @@ mod tests {
             p(13, 10, true),
             p(20, 1, false),
         ];
-        let mut pids: Vec<i32> = descendants_of(10, &processes).iter().map(|s| s.pid).collect();
+        let mut pids: Vec<i32> = descendants_of(10, &processes)
+            .iter()
+            .map(|s| s.pid)
+            .collect();
         pids.sort();
         assert_eq!(pids, vec![11, 12]);
     }

@@ -79,13 +79,15 @@ fn classify(spec: &ChildSpec, error: io::Error) -> AgentError {
         PathBuf::new()
     };
     match error.kind() {
-        io::ErrorKind::NotFound if named_file && resolved.exists() => AgentError::CommandNotExecutable {
-            command,
-            source: io::Error::new(
-                io::ErrorKind::NotFound,
-                "the interpreter named on its `#!` line does not exist",
-            ),
-        },
+        io::ErrorKind::NotFound if named_file && resolved.exists() => {
+            AgentError::CommandNotExecutable {
+                command,
+                source: io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the interpreter named on its `#!` line does not exist",
+                ),
+            }
+        }
         io::ErrorKind::NotFound => AgentError::CommandNotFound {
             command,
             path: spec
@@ -95,10 +97,17 @@ fn classify(spec: &ChildSpec, error: io::Error) -> AgentError {
                 .map(|(_, v)| v.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "(unset)".into()),
         },
-        io::ErrorKind::PermissionDenied => AgentError::CommandNotExecutable { command, source: error },
-        _ if error.raw_os_error() == Some(libc::ENOEXEC) => {
-            AgentError::CommandNotExecutable { command, source: error }
-        }
-        _ => AgentError::Spawn { command, source: error },
+        io::ErrorKind::PermissionDenied => AgentError::CommandNotExecutable {
+            command,
+            source: error,
+        },
+        _ if error.raw_os_error() == Some(libc::ENOEXEC) => AgentError::CommandNotExecutable {
+            command,
+            source: error,
+        },
+        _ => AgentError::Spawn {
+            command,
+            source: error,
+        },
     }
 }

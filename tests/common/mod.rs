@@ -79,14 +79,25 @@ impl Task {
 /// Parses a record and asserts it is valid under `schema/task-result.schema.json` and
 /// within the termination-message budget.
 pub fn check_record(bytes: &[u8]) -> Value {
-    assert!(bytes.len() <= 4096, "record is {} bytes, over 4096", bytes.len());
-    let value: Value = serde_json::from_slice(bytes)
-        .unwrap_or_else(|e| panic!("record is not JSON ({e}): {}", String::from_utf8_lossy(bytes)));
+    assert!(
+        bytes.len() <= 4096,
+        "record is {} bytes, over 4096",
+        bytes.len()
+    );
+    let value: Value = serde_json::from_slice(bytes).unwrap_or_else(|e| {
+        panic!(
+            "record is not JSON ({e}): {}",
+            String::from_utf8_lossy(bytes)
+        )
+    });
     let errors: Vec<String> = validator()
         .iter_errors(&value)
         .map(|e| format!("{} at {}", e, e.instance_path()))
         .collect();
-    assert!(errors.is_empty(), "record violates the schema: {errors:?}\n{value:#}");
+    assert!(
+        errors.is_empty(),
+        "record violates the schema: {errors:?}\n{value:#}"
+    );
     value
 }
 

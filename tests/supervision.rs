@@ -1,0 +1,743 @@
+//! Supervision with real processes and real signals: exit codes, signal forwarding, zombie
+//! reaping, leftover clean-up, the timeout and termination ladders, and how the child is
+//! started.
+
+mod common;
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, getpgrp};
+use serde_json::Value;
+
+use common::Task;
+
+/// How long a test waits for something that should happen almost at once.
+const SOON: Duration = Duration::from_secs(5);
+/// How long an agent may take to exit before the test gives up on it.
+const AGENT_LIMIT: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// Polls `check` every 20 ms until it yields something or `limit` has passed.
+fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = check() {
+            return Some(found);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the tests need of `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    pid: i32,
+    state: char,
+    ppid: i32,
+    pgrp: i32,
+}
+
+fn parse_stat(text: &str) -> Option<Stat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let pid = text[..open].trim().parse().ok()?;
+    let mut fields = text[close + 1..].split_whitespace();
+    Some(Stat {
+        pid,
+        state: fields.next()?.chars().next()?,
+        ppid: fields.next()?.parse().ok()?,
+        pgrp: fields.next()?.parse().ok()?,
+    })
+}
+
+fn stat(pid: i32) -> Option<Stat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Whether `pid` no longer runs: gone from /proc, or a zombie (dead, waiting to be reaped
+/// by whoever its parent is now).
+fn is_dead(pid: i32) -> bool {
+    stat(pid).is_none_or(|s| matches!(s.state, 'Z' | 'X'))
+}
+
+/// Every process whose parent is `parent`.
+fn children_of(parent: i32) -> Vec<Stat> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(stat)
+        .filter(|s| s.ppid == parent)
+        .collect()
+}
+
+fn zombie_children_of(parent: i32) -> Vec<Stat> {
+    children_of(parent)
+        .into_iter()
+        .filter(|s| s.state == 'Z')
+        .collect()
+}
+
+/// Reads a file holding one pid per line.
+fn read_pids(path: &Path) -> Vec<i32> {
+    fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .lines()
+        .map(|line| {
+            line.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("not a pid in {}: {line:?}", path.display()))
+        })
+        .collect()
+}
+
+/// SIGKILLs test processes that may have outlived their agent (only `sleep`s the scripts
+/// started, checked by name so a recycled pid is never hit), so a failing test leaks nothing.
+struct KillOnDrop(Vec<PathBuf>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let Ok(text) = fs::read_to_string(path) else {
+                continue;
+            };
+            for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let is_sleep = fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmdline| cmdline.starts_with(b"sleep\0"));
+                if is_sleep {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+/// An agent started with `spawn()`; its stdout and stderr go to files in the task dir so it
+/// can never block on a full pipe. Killed if the test ends before it does.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+    started: Instant,
+    waited: bool,
+}
+
+impl Agent {
+    fn spawn(task: &Task, mut command: Command) -> Agent {
+        let log = task.path("agent.log");
+        command
+            .stdout(File::create(task.path("agent.out")).expect("stdout file"))
+            .stderr(File::create(&log).expect("stderr file"));
+        let started = Instant::now();
+        let child = command.spawn().expect("task-agent starts");
+        Agent {
+            child,
+            log,
+            started,
+            waited: false,
+        }
+    }
+
+    /// `task-agent run … -- sh -c SCRIPT`, started in the background.
+    fn spawn_sh(task: &Task, options: &[&str], script: &str) -> Agent {
+        let mut command = task.command();
+        command.args(options).args(["--", "sh", "-c", script]);
+        Agent::spawn(task, command)
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid()), signal).expect("signal the agent");
+    }
+
+    /// Waits until `path` exists (the script's readiness mark); fails early, with the agent's
+    /// log, if the agent exits first.
+    fn wait_for(&mut self, path: &Path) {
+        let deadline = Instant::now() + SOON;
+        while !path.exists() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.waited = true;
+                panic!(
+                    "the agent exited ({status}) before {} appeared; its log:\n{}",
+                    path.display(),
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not appear within {SOON:?}; the agent's log:\n{}",
+                path.display(),
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the agent to exit (within a generous bound); returns how it exited and how
+    /// long it ran.
+    fn wait(&mut self) -> (ExitStatus, Duration) {
+        let deadline = Instant::now() + AGENT_LIMIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the agent") {
+                self.waited = true;
+                return (status, self.started.elapsed());
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "the agent did not exit within {AGENT_LIMIT:?}; its log:\n{}",
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if !self.waited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn assert_error_kind(record: &Value, kind: &str) {
+    assert_eq!(record["error"]["kind"], kind, "{record:#}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Exit codes
+
+#[test]
+fn a_zero_exit_is_success() {
+    let task = Task::new();
+    let output = task.run_sh(&[], "exit 0");
+    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    let record = task.record();
+    assert_eq!(record["status"], "succeeded");
+    assert_eq!(record["phase"], "finished");
+    assert_eq!(record["exit_code"], 0);
+    assert_eq!(record["child_exit_code"], 0);
+    assert_eq!(record["signal"], Value::Null);
+    assert_eq!(record["error"], Value::Null);
+    assert_eq!(record["retryable"], false);
+}
+
+#[test]
+fn nonzero_exit_codes_pass_through() {
+    for code in [3, 255] {
+        let task = Task::new();
+        let output = task.run_sh(&[], &format!("echo failing >&2; exit {code}"));
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{}",
+            common::stderr(&output)
+        );
+        let record = task.record();
+        assert_eq!(record["status"], "failed", "{record:#}");
+        assert_eq!(record["exit_code"], code);
+        assert_eq!(record["child_exit_code"], code);
+        assert_eq!(record["signal"], Value::Null);
+        assert_eq!(record["retryable"], false);
+        assert_error_kind(&record, "exit_code");
+        let message = record["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&code.to_string()), "{message}");
+    }
+}
+
+#[test]
+fn a_child_killed_by_a_foreign_signal_exits_128_plus_n() {
+    let task = Task::new();
+    let output = task.run_sh(&[], "kill -ALRM $$; sleep 5");
+    assert_eq!(
+        output.status.code(),
+        Some(128 + libc::SIGALRM),
+        "{}",
+        common::stderr(&output)
+    );
+    let record = task.record();
+    assert_eq!(record["status"], "failed", "{record:#}");
+    assert_eq!(record["exit_code"], 128 + libc::SIGALRM);
+    assert_eq!(record["child_exit_code"], Value::Null);
+    assert_eq!(record["signal"], "SIGALRM");
+    assert_error_kind(&record, "signal");
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Signal forwarding
+
+/// Starts a child that traps `trap_name`, signals the agent with `signal`, and returns the
+/// agent's exit status and record once the child has written what it caught and exited
+/// with `trap_exit`.
+fn forward(signal: Signal, trap_name: &str, trap_exit: i32) -> (ExitStatus, Value) {
+    let task = Task::new();
+    let script = format!(
+        "trap 'echo {name} > caught; exit {trap_exit}' {trap_name}
+         touch ready
+         while :; do sleep 0.1; done",
+        name = signal.as_str(),
+    );
+    let mut agent = Agent::spawn_sh(&task, &[], &script);
+    agent.wait_for(&task.workdir().join("ready"));
+    agent.signal(signal);
+    let (status, _) = agent.wait();
+    let caught = fs::read_to_string(task.workdir().join("caught")).unwrap_or_else(|e| {
+        panic!(
+            "the child did not record {signal}: {e}; the agent's log:\n{}",
+            agent.log()
+        )
+    });
+    assert_eq!(caught, format!("{}\n", signal.as_str()));
+    (status, task.record())
+}
+
+/// A forwarded signal other than SIGTERM is the child's business: its exit code passes
+/// through as if nothing special had happened.
+fn forwarded_signal_reaches_the_child(signal: Signal, trap_name: &str) {
+    let (status, record) = forward(signal, trap_name, 42);
+    assert_eq!(status.code(), Some(42), "{record:#}");
+    assert_eq!(record["status"], "failed", "{record:#}");
+    assert_eq!(record["exit_code"], 42);
+    assert_eq!(record["child_exit_code"], 42);
+    assert_eq!(record["signal"], Value::Null);
+    assert_error_kind(&record, "exit_code");
+}
+
+#[test]
+fn sigint_is_forwarded_to_the_child() {
+    forwarded_signal_reaches_the_child(Signal::SIGINT, "INT");
+}
+
+#[test]
+fn sighup_is_forwarded_to_the_child() {
+    forwarded_signal_reaches_the_child(Signal::SIGHUP, "HUP");
+}
+
+#[test]
+fn sigquit_is_forwarded_to_the_child() {
+    forwarded_signal_reaches_the_child(Signal::SIGQUIT, "QUIT");
+}
+
+#[test]
+fn sigusr1_is_forwarded_to_the_child() {
+    forwarded_signal_reaches_the_child(Signal::SIGUSR1, "USR1");
+}
+
+#[test]
+fn sigusr2_is_forwarded_to_the_child() {
+    forwarded_signal_reaches_the_child(Signal::SIGUSR2, "USR2");
+}
+
+#[test]
+fn sigterm_is_forwarded_and_the_task_counts_as_terminated_even_if_the_child_exits_0() {
+    let (status, record) = forward(Signal::SIGTERM, "TERM", 0);
+    assert_eq!(status.code(), Some(143), "{record:#}");
+    assert_eq!(record["status"], "terminated", "{record:#}");
+    assert_eq!(record["exit_code"], 143);
+    assert_eq!(record["child_exit_code"], 0);
+    assert_eq!(record["retryable"], true);
+    assert_eq!(record["signal"], Value::Null);
+    assert_error_kind(&record, "terminated");
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Orphans, zombies and leftovers
+
+#[test]
+fn orphaned_grandchildren_are_adopted_and_reaped_by_the_agent() {
+    let task = Task::new();
+    let orphans_file = task.workdir().join("orphans");
+    let _cleanup = KillOnDrop(vec![orphans_file.clone()]);
+    // Each `( sleep 2 & … )` subshell exits at once, orphaning its sleep: a double fork.
+    let script = "i=0
+         while [ $i -lt 10 ]; do ( sleep 2 & echo $! >> orphans ); i=$((i+1)); done
+         touch ready
+         while [ ! -e stop ]; do sleep 0.05; done";
+    let mut agent = Agent::spawn_sh(&task, &[], script);
+    agent.wait_for(&task.workdir().join("ready"));
+    let agent_pid = agent.pid();
+    let orphans = read_pids(&orphans_file);
+    assert_eq!(orphans.len(), 10);
+
+    // The agent is a child subreaper: orphans below it become its children, not init's.
+    let parents: Vec<(i32, Option<i32>)> = orphans
+        .iter()
+        .map(|&pid| (pid, stat(pid).map(|s| s.ppid)))
+        .collect();
+    assert!(
+        parents
+            .iter()
+            .all(|&(_, ppid)| ppid.is_none_or(|ppid| ppid == agent_pid)),
+        "orphans (pid, parent) were not adopted by the agent (pid {agent_pid}): {parents:?}"
+    );
+    assert!(
+        parents.iter().any(|&(_, ppid)| ppid == Some(agent_pid)),
+        "no orphan was seen with the agent (pid {agent_pid}) as its parent: {parents:?}"
+    );
+
+    // Once they exit, none of them stays a zombie of the agent.
+    let settled = poll(Duration::from_secs(8), || {
+        let zombies = zombie_children_of(agent_pid);
+        let all_gone = orphans.iter().all(|&pid| is_dead(pid));
+        (all_gone && zombies.is_empty()).then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "zombies pile up under the agent: {:?}; orphans still there: {:?}",
+        zombie_children_of(agent_pid),
+        orphans
+            .iter()
+            .filter_map(|&pid| stat(pid))
+            .collect::<Vec<_>>()
+    );
+    for pid in &orphans {
+        if let Some(s) = stat(*pid) {
+            assert_ne!(
+                s.ppid, agent_pid,
+                "orphan {pid} is an unreaped zombie: {s:?}"
+            );
+        }
+    }
+
+    fs::write(task.workdir().join("stop"), "").unwrap();
+    let (status, _) = agent.wait();
+    assert_eq!(status.code(), Some(0), "{}", agent.log());
+    assert_eq!(task.record()["status"], "succeeded");
+}
+
+#[test]
+fn processes_left_behind_are_stopped_and_the_agent_exits_promptly() {
+    let task = Task::new();
+    let pid_files: Vec<PathBuf> = ["background", "stubborn", "orphan"]
+        .iter()
+        .map(|name| task.workdir().join(name))
+        .collect();
+    let _cleanup = KillOnDrop(pid_files.clone());
+    // A plain background sleep, one that ignores SIGTERM (the ignored disposition survives
+    // exec), and one orphaned by a double fork; then the main child exits successfully.
+    let script = "sleep 1000 & echo $! > background
+         (trap '' TERM; exec sleep 1000) & echo $! > stubborn
+         ( sleep 1000 & echo $! > orphan )
+         exit 0";
+    let mut agent = Agent::spawn_sh(&task, &[], script);
+    let (status, elapsed) = agent.wait();
+    assert_eq!(status.code(), Some(0), "{}", agent.log());
+    assert!(
+        elapsed < Duration::from_secs(8),
+        "the agent took {elapsed:?} to exit after its command did"
+    );
+    let record = task.record();
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    assert_eq!(record["child_exit_code"], 0);
+
+    let leftovers: Vec<i32> = pid_files.iter().flat_map(|p| read_pids(p)).collect();
+    assert_eq!(leftovers.len(), 3);
+    let survivors = poll(Duration::from_secs(3), || {
+        leftovers.iter().all(|&pid| is_dead(pid)).then_some(())
+    });
+    assert!(
+        survivors.is_some(),
+        "processes the command left behind outlived the agent: {:?}; the agent's log:\n{}",
+        leftovers
+            .iter()
+            .filter_map(|&pid| stat(pid).filter(|s| s.state != 'Z'))
+            .collect::<Vec<_>>(),
+        agent.log()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Timeout ladder
+
+#[test]
+fn a_timeout_ignored_by_the_child_ends_in_sigkill_after_the_grace() {
+    let task = Task::new();
+    let mut agent = Agent::spawn_sh(
+        &task,
+        &["--timeout", "1s", "--grace", "1s"],
+        "trap '' TERM; while :; do sleep 0.1; done",
+    );
+    let (status, elapsed) = agent.wait();
+    assert_eq!(status.code(), Some(124), "{}", agent.log());
+    let record = task.record();
+    assert_eq!(record["status"], "timed_out", "{record:#}");
+    assert_eq!(record["exit_code"], 124);
+    assert_eq!(record["signal"], "SIGKILL");
+    assert_eq!(record["child_exit_code"], Value::Null);
+    assert_eq!(record["retryable"], false);
+    assert_error_kind(&record, "timed_out");
+    // SIGKILL only once timeout and grace have both passed.
+    assert!(
+        elapsed >= Duration::from_millis(1900),
+        "killed after {elapsed:?}, before timeout + grace"
+    );
+    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+}
+
+#[test]
+fn a_timeout_handled_by_the_child_needs_no_sigkill() {
+    let task = Task::new();
+    let mut agent = Agent::spawn_sh(
+        &task,
+        &["--timeout", "1s", "--grace", "30s"],
+        "trap 'echo TERM > caught; exit 5' TERM; while :; do sleep 0.1; done",
+    );
+    let (status, elapsed) = agent.wait();
+    assert_eq!(status.code(), Some(124), "{}", agent.log());
+    let record = task.record();
+    assert_eq!(record["status"], "timed_out", "{record:#}");
+    assert_eq!(record["exit_code"], 124);
+    assert_eq!(record["child_exit_code"], 5);
+    assert_eq!(record["signal"], Value::Null);
+    assert_error_kind(&record, "timed_out");
+    assert_eq!(
+        fs::read_to_string(task.workdir().join("caught")).unwrap(),
+        "TERM\n"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "stopped after {elapsed:?}, before the timeout"
+    );
+    assert!(
+        elapsed < Duration::from_secs(8),
+        "took {elapsed:?}: the agent waited for the grace instead of the child's exit"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. SIGTERM to the agent with a child that ignores it
+
+#[test]
+fn sigterm_to_the_agent_kills_a_stubborn_child_after_the_grace() {
+    let task = Task::new();
+    let mut agent = Agent::spawn_sh(
+        &task,
+        &["--grace", "1s"],
+        "trap '' TERM; touch ready; while :; do sleep 0.1; done",
+    );
+    agent.wait_for(&task.workdir().join("ready"));
+    let sent = Instant::now();
+    agent.signal(Signal::SIGTERM);
+    let (status, _) = agent.wait();
+    let after = sent.elapsed();
+    assert_eq!(status.code(), Some(143), "{}", agent.log());
+    let record = task.record();
+    assert_eq!(record["status"], "terminated", "{record:#}");
+    assert_eq!(record["exit_code"], 143);
+    assert_eq!(record["retryable"], true);
+    assert_eq!(record["signal"], "SIGKILL");
+    assert_eq!(record["child_exit_code"], Value::Null);
+    assert_error_kind(&record, "terminated");
+    assert!(
+        after >= Duration::from_millis(900),
+        "killed {after:?} after SIGTERM, before the grace"
+    );
+    assert!(after < Duration::from_secs(8), "took {after:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. SIGKILL to the agent
+
+#[test]
+fn a_killed_agent_leaves_a_valid_provisional_record_and_no_child() {
+    let task = Task::new();
+    let mut agent = Agent::spawn_sh(
+        &task,
+        &[],
+        "echo $$ > pid.tmp; mv pid.tmp child.pid; while :; do sleep 0.1; done",
+    );
+    let pid_file = task.workdir().join("child.pid");
+    agent.wait_for(&pid_file);
+    let child = read_pids(&pid_file)[0];
+    assert_eq!(
+        stat(child).map(|s| s.ppid),
+        Some(agent.pid()),
+        "the child should run under the agent"
+    );
+    agent.signal(Signal::SIGKILL);
+    let (status, _) = agent.wait();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+
+    let record = common::check_record(&fs::read(task.result_file()).expect("result file"));
+    assert_eq!(record["status"], "running", "{record:#}");
+    assert_eq!(record["phase"], "process");
+    assert_eq!(record["exit_code"], Value::Null);
+    assert_eq!(record["finished_at"], Value::Null);
+
+    let died = poll(SOON, || is_dead(child).then_some(()));
+    assert!(
+        died.is_some(),
+        "the child {child} outlived the killed agent: {:?}",
+        stat(child)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Commands that cannot start
+
+#[test]
+fn a_missing_command_is_127_command_not_found() {
+    let task = Task::new();
+    let name = "task-agent-test-no-such-command";
+    let output = task
+        .command()
+        .args(["--", name, "--flag"])
+        .output()
+        .expect("task-agent runs");
+    assert_eq!(
+        output.status.code(),
+        Some(127),
+        "{}",
+        common::stderr(&output)
+    );
+    let record = task.record();
+    assert_eq!(record["status"], "agent_error", "{record:#}");
+    assert_eq!(record["exit_code"], 127);
+    assert_eq!(record["child_exit_code"], Value::Null);
+    assert_eq!(record["retryable"], false);
+    assert_error_kind(&record, "command_not_found");
+    let message = record["error"]["message"].as_str().unwrap();
+    assert!(message.contains(name), "{message}");
+}
+
+fn write_script(path: &Path, text: &str, mode: u32) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn assert_not_executable(task: &Task, script: &Path) {
+    let output = task
+        .command()
+        .arg("--")
+        .arg(script)
+        .output()
+        .expect("task-agent runs");
+    assert_eq!(
+        output.status.code(),
+        Some(126),
+        "{}",
+        common::stderr(&output)
+    );
+    let record = task.record();
+    assert_eq!(record["status"], "agent_error", "{record:#}");
+    assert_eq!(record["exit_code"], 126);
+    assert_eq!(record["retryable"], false);
+    assert_error_kind(&record, "command_not_executable");
+    let message = record["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&*script.to_string_lossy()),
+        "the message should name {}: {message}",
+        script.display()
+    );
+}
+
+#[test]
+fn a_file_without_execute_permission_is_126_command_not_executable() {
+    let task = Task::new();
+    let script = task.path("task.sh");
+    write_script(&script, "#!/bin/sh\nexit 0\n", 0o644);
+    assert_not_executable(&task, &script);
+}
+
+#[test]
+fn a_script_with_a_missing_interpreter_is_126_command_not_executable() {
+    let task = Task::new();
+    let script = task.path("task.sh");
+    write_script(&script, "#!/nonexistent/interpreter\nexit 0\n", 0o755);
+    assert_not_executable(&task, &script);
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. How the child is started
+
+#[test]
+fn the_child_runs_in_its_workdir_own_group_null_stdin_and_clean_env() {
+    let task = Task::new();
+    assert!(!task.workdir().exists());
+    let mut command = task.command();
+    command
+        .env("TASK_AGENT_TENANT", "acme")
+        .env("TASK_AGENT_NOT_AN_OPTION", "agent-only")
+        .env("SUPERVISION_TEST_VAR", "kept")
+        .stdin(Stdio::piped())
+        .args(["--", "sh", "-c"])
+        .arg(
+            "pwd -P > cwd
+             cat /proc/$$/stat > stat
+             readlink /proc/$$/fd/0 > stdin.link
+             cat > stdin.data
+             env > env",
+        );
+    let mut agent = Agent::spawn(&task, command);
+    // Whatever the agent's stdin carries must not reach the child.
+    let mut stdin = agent.child.stdin.take().expect("agent stdin");
+    let _ = stdin.write_all(b"meant for the agent\n");
+    drop(stdin);
+    let (status, _) = agent.wait();
+    assert_eq!(status.code(), Some(0), "{}", agent.log());
+    let read = |name: &str| {
+        fs::read_to_string(task.workdir().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}; the agent's log:\n{}", agent.log()))
+    };
+
+    let workdir = fs::canonicalize(task.workdir()).expect("the workdir was created");
+    assert_eq!(read("cwd").trim_end(), workdir.to_str().unwrap());
+
+    let child = parse_stat(&read("stat")).expect("the child's stat");
+    assert_eq!(child.ppid, agent.pid(), "{child:?}");
+    assert_eq!(
+        child.pgrp, child.pid,
+        "the child should lead its own process group: {child:?}"
+    );
+    assert_ne!(
+        child.pgrp,
+        getpgrp().as_raw(),
+        "the child shares the agent's process group: {child:?}"
+    );
+
+    assert_eq!(read("stdin.link").trim_end(), "/dev/null");
+    assert_eq!(read("stdin.data"), "");
+
+    let env = read("env");
+    let agent_vars: Vec<&str> = env
+        .lines()
+        .filter(|line| line.starts_with("TASK_AGENT_"))
+        .collect();
+    assert_eq!(
+        agent_vars,
+        vec![format!(
+            "TASK_AGENT_RETURN_FILE={}",
+            task.return_file().display()
+        )],
+        "{env}"
+    );
+    assert!(
+        env.lines().any(|line| line == "SUPERVISION_TEST_VAR=kept"),
+        "{env}"
+    );
+}
