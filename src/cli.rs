@@ -71,7 +71,7 @@ pub struct RunArgs {
     /// Soft memory limit for the command's processes together (summed RSS), e.g. 512Mi or 2Gi.
     /// Default: the container's cgroup limit less headroom (5%, at least 32Mi, at most 256Mi);
     /// none outside a memory-limited cgroup. Crossing it stops the command (exit 137).
-    #[arg(long, env = "TASK_AGENT_MEMORY_LIMIT", value_name = "SIZE", value_parser = parse_size, help_heading = "Limits")]
+    #[arg(long, env = "TASK_AGENT_MEMORY_LIMIT", value_name = "SIZE", value_parser = parse_memory_limit, help_heading = "Limits")]
     pub memory_limit: Option<u64>,
 
     /// How often memory use is sampled.
@@ -103,6 +103,7 @@ pub struct RunArgs {
         env = "TASK_AGENT_LOG_TAIL_LINES",
         value_name = "N",
         default_value_t = 20,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1000),
         help_heading = "Result"
     )]
     pub log_tail_lines: usize,
@@ -163,6 +164,17 @@ impl TaskArgs {
             map_index: self.map_index,
         }
     }
+}
+
+/// A memory limit below 1 MiB cannot run any command; it is a typo, not a limit.
+fn parse_memory_limit(text: &str) -> Result<u64, String> {
+    let bytes = parse_size(text)?;
+    if bytes < 1 << 20 {
+        return Err(format!(
+            "`{text}` is below 1Mi; give the limit with a unit, such as 512Mi or 2Gi"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Parses the command line and runs it; returns the process exit code.
@@ -271,6 +283,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--timeout") && err.contains("90s"), "{err}");
+    }
+
+    #[test]
+    fn absurd_values_are_refused_not_obeyed() {
+        let err = parse(&["--log-tail-lines", "100000000", "--", "true"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--log-tail-lines") && err.contains("1000"),
+            "{err}"
+        );
+        let err = parse(&["--timeout", "100000d", "--", "true"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("too large"), "{err}");
     }
 
     #[test]

@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 const DURATION_HELP: &str =
-    "expected a duration such as 90s, 30m, 2h or 1h30m (units: ms, s, m, h, d)";
+    "expected a duration such as 90s, 30m, 2h or 1h30m (units: ms, s, m, h, d; at most 3650d)";
+/// Longer durations are refused: nothing on the platform waits ten years, and deadlines
+/// computed from them must not overflow.
+const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
 const SIZE_HELP: &str = "expected a size such as 512Mi, 2Gi or 1G (units: Ki, Mi, Gi, Ti, k, M, G, T; no unit means bytes)";
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -43,6 +46,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         };
         total = total
             .checked_add(part)
+            .filter(|t| *t <= MAX_DURATION)
             .ok_or_else(|| format!("`{text}` is too large: {DURATION_HELP}"))?;
     }
     Ok(total)
