@@ -9,7 +9,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 use task_agent::identity::TaskIdentity;
 use task_agent::mask::Masker;
@@ -139,6 +139,8 @@ fn bench_forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("forward_16MiB");
     group
         .throughput(Throughput::Bytes(input.len() as u64))
+        // JSON takes ~40 ms an iteration: flat sampling keeps the group within its time.
+        .sampling_mode(SamplingMode::Flat)
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));

@@ -92,6 +92,7 @@ pub fn supervise(
     inbox: &mut SignalInbox,
     mut on_peak: impl FnMut(u64),
 ) -> Result<Supervised, AgentError> {
+    become_subreaper();
     let started = spawn::spawn(spec)?;
     let child = Pid::from_raw(started.pid);
     tracing::info!(pid = started.pid, "command started");
@@ -128,12 +129,17 @@ pub fn supervise(
     let started_at = Instant::now();
     let deadline = limits.timeout.map(|t| started_at + t);
     let mut ladder = Ladder::default();
-    let mut next_sample = started_at;
+    // The first sample waits one interval: a command that is done by then costs no /proc
+    // scan, and its peak still comes from getrusage.
+    let mut next_sample = started_at + limits.poll_interval;
     let mut last_progress: Option<Instant> = None;
     let mut inbox_failed = false;
 
     let exit = loop {
-        if let Some(exit) = reap(child) {
+        if let Reaped {
+            main: Some(exit), ..
+        } = reap(child)
+        {
             break exit;
         }
         let now = Instant::now();
@@ -256,6 +262,17 @@ pub fn supervise(
     })
 }
 
+/// PID 1 inherits every orphan anyway; anywhere else (a developer machine, a container with
+/// a shell as PID 1), registering as child subreaper makes orphaned grandchildren the
+/// agent's to reap and to clean up.
+fn become_subreaper() {
+    if std::process::id() != 1
+        && let Err(e) = nix::sys::prctl::set_child_subreaper(true)
+    {
+        tracing::warn!(error = %e, "cannot become child subreaper; orphaned grandchildren will not be reaped by task-agent");
+    }
+}
+
 fn stop(ladder: &mut Ladder, child: Pid, reason: StopReason, grace: Duration, now: Instant) {
     if ladder.begin(reason, grace, now) == Some(Action::SendTerm) {
         signal_tree(child, Signal::SIGTERM);
@@ -273,21 +290,43 @@ fn signal_tree(group: Pid, signal: Signal) {
     }
 }
 
-/// Reaps every exited process below the agent; returns the main child's exit if it was
-/// among them.
-fn reap(child: Pid) -> Option<ChildExit> {
-    let mut main_exit = None;
+struct Reaped {
+    /// The main child's exit, if it was among those reaped.
+    main: Option<ChildExit>,
+    /// Whether the agent still has children. As PID 1 or child subreaper, every process
+    /// below the agent is reparented to it when its parent dies, so none left means the whole
+    /// tree is gone.
+    children_left: bool,
+}
+
+/// Reaps every exited child of the agent.
+fn reap(child: Pid) -> Reaped {
+    let mut main = None;
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == child => {
-                main_exit = Some(ChildExit::Code(code))
-            }
+            Ok(WaitStatus::Exited(pid, code)) if pid == child => main = Some(ChildExit::Code(code)),
             Ok(WaitStatus::Signaled(pid, signal, _)) if pid == child => {
-                main_exit = Some(ChildExit::Signal(signal as i32))
+                main = Some(ChildExit::Signal(signal as i32))
             }
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return main_exit,
+            Ok(WaitStatus::StillAlive) => {
+                return Reaped {
+                    main,
+                    children_left: true,
+                };
+            }
+            Err(Errno::ECHILD) => {
+                return Reaped {
+                    main,
+                    children_left: false,
+                };
+            }
             Ok(_) | Err(Errno::EINTR) => continue,
-            Err(_) => return main_exit,
+            Err(_) => {
+                return Reaped {
+                    main,
+                    children_left: true,
+                };
+            }
         }
     }
 }
@@ -295,17 +334,15 @@ fn reap(child: Pid) -> Option<ChildExit> {
 /// Once the main child has exited: SIGTERM what is left of its processes, SIGKILL them after
 /// a short grace, and reap them all.
 fn clean_up_leftovers(group: Pid, inbox: &mut SignalInbox) {
-    reap(group);
-    if procfs::my_descendants().is_empty() {
+    if !reap(group).children_left {
         return;
     }
     tracing::info!("the command left processes behind; stopping them");
     signal_tree(group, Signal::SIGTERM);
-    let deadline = Instant::now() + LEFTOVER_GRACE;
+    let mut deadline = Instant::now() + LEFTOVER_GRACE;
     let mut killed = false;
     loop {
-        reap(group);
-        if procfs::my_descendants().is_empty() {
+        if !reap(group).children_left {
             return;
         }
         let now = Instant::now();
@@ -316,6 +353,7 @@ fn clean_up_leftovers(group: Pid, inbox: &mut SignalInbox) {
             }
             signal_tree(group, Signal::SIGKILL);
             killed = true;
+            deadline = now + LEFTOVER_GRACE;
         }
         let _ = inbox.wait(Some(Duration::from_millis(50)));
     }

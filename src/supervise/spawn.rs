@@ -40,6 +40,11 @@ pub fn spawn(spec: &ChildSpec) -> Result<Started, AgentError> {
     // system calls on static data; it allocates nothing.
     unsafe {
         command.pre_exec(move || {
+            // The agent blocks the signals it reads from its signalfd; a blocked mask is
+            // inherited across exec, and the task must receive its signals normally.
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             // If the agent dies without reporting (SIGKILL), the task must not live on
             // unsupervised. Checking the parent afterwards closes the race with an agent
             // that died before the prctl.
