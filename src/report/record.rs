@@ -156,8 +156,8 @@ fn to_json(record: &Record) -> Vec<u8> {
     serde_json::to_vec(record).unwrap_or_else(|_| b"{}".to_vec())
 }
 
-/// Removes lines from the front until about `excess` bytes are gone (each line also costs
-/// its quotes and comma), at least one line.
+/// Removes lines from the front until about `excess` bytes of JSON are gone (each line
+/// costs its escaped form plus a comma), at least one line.
 fn drop_oldest_lines(lines: &mut Vec<String>, excess: usize) {
     let mut freed = 0;
     let mut count = 0;
@@ -165,7 +165,7 @@ fn drop_oldest_lines(lines: &mut Vec<String>, excess: usize) {
         if freed >= excess && count > 0 {
             break;
         }
-        freed += line.len() + 3;
+        freed += serde_json::to_string(line).map_or(line.len() * 6, |json| json.len()) + 1;
         count += 1;
     }
     lines.drain(..count);
@@ -233,6 +233,24 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .starts_with("line 99 ")
+        );
+    }
+
+    #[test]
+    fn lines_full_of_escapes_are_dropped_by_their_json_size() {
+        let mut record = finished();
+        record.log_tail = (0..80)
+            .map(|i| format!("\u{1b}[31mERROR\u{1b}[0m line {i} \"quoted\" \\path\\ \u{1}\u{2}"))
+            .collect();
+        let bytes = record.encode(RECORD_BUDGET);
+        let value = parse(&bytes);
+        let kept = value["log_tail"].as_array().unwrap().len();
+        let one_line = serde_json::to_string(&record.log_tail[0]).unwrap().len() + 1;
+        assert!(kept > 0 && kept < 80, "{kept}");
+        assert!(
+            bytes.len() + one_line > RECORD_BUDGET,
+            "{kept} lines kept in {} bytes: one more would have fit",
+            bytes.len()
         );
     }
 

@@ -83,15 +83,40 @@ impl LineFramer {
         let content = self.pending.len() - usize::from(complete);
         let mut start = 0;
         while content - start > self.max_line || (!complete && content - start == self.max_line) {
+            let piece = utf8_cut(&self.pending[start..start + self.max_line]);
             emit(Piece::Fragment {
-                bytes: &self.pending[start..start + self.max_line],
+                bytes: piece,
                 continues: true,
             })?;
-            start += self.max_line;
+            start += piece.len();
         }
         self.pending.drain(..start);
         Ok(())
     }
+}
+
+/// `piece`, less a UTF-8 sequence cut short at its end, so that text split into fragments
+/// stays text in each fragment. Binary data is returned whole.
+fn utf8_cut(piece: &[u8]) -> &[u8] {
+    let is_continuation = |b: u8| b & 0b1100_0000 == 0b1000_0000;
+    let tail_start = piece.len().saturating_sub(3);
+    for lead in (tail_start..piece.len()).rev() {
+        let byte = piece[lead];
+        if is_continuation(byte) {
+            continue;
+        }
+        let needed = match byte {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        if lead + needed > piece.len() && lead > 0 {
+            return &piece[..lead];
+        }
+        break;
+    }
+    piece
 }
 
 /// The lines of a [`Piece::Lines`] block, each without its `\n`.
@@ -163,6 +188,20 @@ mod tests {
         assert_eq!(out[0], (vec![b'x'; 10], "F+"));
         assert_eq!(out[1], (vec![b'x'; 10], "F+"));
         assert_eq!(out[2], (b"xxxxx\n".to_vec(), "L"));
+        let joined: Vec<u8> = out.into_iter().flat_map(|(b, _)| b).collect();
+        assert_eq!(joined, input);
+    }
+
+    #[test]
+    fn fragments_of_text_end_on_character_boundaries() {
+        let line = "€".repeat(20);
+        let mut input = line.clone().into_bytes();
+        input.push(b'\n');
+        let out = frame(10, &[&input[..5], &input[5..]]);
+        for (bytes, _) in &out {
+            assert!(std::str::from_utf8(bytes).is_ok(), "{bytes:?}");
+            assert!(bytes.len() <= 10 + 1);
+        }
         let joined: Vec<u8> = out.into_iter().flat_map(|(b, _)| b).collect();
         assert_eq!(joined, input);
     }
