@@ -21,7 +21,7 @@ use common::Task;
 /// How long a test waits for something that should happen almost at once.
 const SOON: Duration = Duration::from_secs(5);
 /// How long an agent may take to exit before the test gives up on it.
-const AGENT_LIMIT: Duration = Duration::from_secs(15);
+const AGENT_LIMIT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -105,8 +105,9 @@ fn read_pids(path: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// SIGKILLs test processes that may have outlived their agent (only `sleep`s the scripts
-/// started, checked by name so a recycled pid is never hit), so a failing test leaks nothing.
+/// SIGKILLs test processes that may have outlived their agent (only the `sleep`s and `sh`s
+/// the scripts started, checked by name so a recycled pid is never hit), so a failing test
+/// leaks nothing.
 struct KillOnDrop(Vec<PathBuf>);
 
 impl Drop for KillOnDrop {
@@ -116,9 +117,10 @@ impl Drop for KillOnDrop {
                 continue;
             };
             for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                let is_sleep = fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|cmdline| cmdline.starts_with(b"sleep\0"));
-                if is_sleep {
+                let ours = fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                    cmdline.starts_with(b"sleep\0") || cmdline.starts_with(b"sh\0")
+                });
+                if ours {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }
@@ -569,6 +571,7 @@ fn a_killed_agent_leaves_a_valid_provisional_record_and_no_child() {
         "echo $$ > pid.tmp; mv pid.tmp child.pid; while :; do sleep 0.1; done",
     );
     let pid_file = task.workdir().join("child.pid");
+    let _cleanup = KillOnDrop(vec![pid_file.clone()]);
     agent.wait_for(&pid_file);
     let child = read_pids(&pid_file)[0];
     assert_eq!(
