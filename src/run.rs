@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,7 +76,11 @@ pub fn run(mut args: RunArgs) -> i32 {
             "cannot set up signal handling: {e}"
         ))),
         (None, Ok(mut inbox)) => {
-            execute(&args, &mut reporter, &mut inbox, identity_members, &masks)
+            // A bug in a phase must still end in a record, not in a bare panic message.
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                execute(&args, &mut reporter, &mut inbox, identity_members, &masks)
+            }))
+            .unwrap_or_else(|panic| Err(AgentError::Internal(panic_message(panic.as_ref()))))
         }
     };
     let outcome = result.unwrap_or_else(|error| {
@@ -277,6 +282,15 @@ fn describe(command: &[OsString]) -> String {
         .join(" ")
 }
 
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("task-agent panicked: {detail}")
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -311,6 +325,14 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_panic_becomes_an_internal_error_message() {
+        let panic = std::panic::catch_unwind(|| panic!("boom {}", 42)).unwrap_err();
+        assert_eq!(panic_message(panic.as_ref()), "task-agent panicked: boom 42");
+        let panic = std::panic::catch_unwind(|| std::panic::panic_any(7u8)).unwrap_err();
+        assert_eq!(panic_message(panic.as_ref()), "task-agent panicked: unknown panic");
     }
 
     #[test]
