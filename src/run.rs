@@ -330,9 +330,15 @@ mod tests {
     #[test]
     fn a_panic_becomes_an_internal_error_message() {
         let panic = std::panic::catch_unwind(|| panic!("boom {}", 42)).unwrap_err();
-        assert_eq!(panic_message(panic.as_ref()), "task-agent panicked: boom 42");
+        assert_eq!(
+            panic_message(panic.as_ref()),
+            "task-agent panicked: boom 42"
+        );
         let panic = std::panic::catch_unwind(|| std::panic::panic_any(7u8)).unwrap_err();
-        assert_eq!(panic_message(panic.as_ref()), "task-agent panicked: unknown panic");
+        assert_eq!(
+            panic_message(panic.as_ref()),
+            "task-agent panicked: unknown panic"
+        );
     }
 
     #[test]
