@@ -7,10 +7,11 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{AGENT, Task};
+use common::Task;
+use common::assertions::assert_exit_code;
 use task_agent::supervise::cgroup::{MemoryCgroup, Version};
 
 const MI: u64 = 1 << 20;
@@ -57,22 +58,14 @@ impl ScratchCgroup {
         agent.args(options).arg("--").args(command);
         // The agent must be in the cgroup from its first instruction, as in a container:
         // a shell joins it and then execs the agent.
-        let mut wrapped = Command::new("sh");
-        wrapped
-            .arg("-c")
+        let mut join = Command::new("sh");
+        join.arg("-c")
             .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec "$@""#)
             .arg("sh")
-            .arg(&self.dir)
-            .arg(AGENT)
-            .args(agent.get_args())
-            .stdin(Stdio::null());
-        for (key, value) in agent.get_envs() {
-            match value {
-                Some(value) => wrapped.env(key, value),
-                None => wrapped.env_remove(key),
-            };
-        }
-        wrapped.output().expect("task-agent runs")
+            .arg(&self.dir);
+        common::command_under(join, &agent)
+            .output()
+            .expect("task-agent runs")
     }
 }
 
@@ -105,7 +98,7 @@ fn the_default_soft_limit_is_the_container_limit_less_headroom() {
     };
     let task = Task::new();
     let output = cgroup.run_agent(&task, &[], &["true"]);
-    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    assert_exit_code(&output, 0);
     let record = task.record();
     assert_eq!(record["status"], "succeeded");
     // 5 % of 256 MiB is below the 32 MiB minimum headroom.
@@ -139,12 +132,7 @@ fn tmpfs_files_the_task_writes_count_against_the_container() {
         &["sh", "-c", &script],
     );
     let record = task.record();
-    assert_eq!(
-        output.status.code(),
-        Some(137),
-        "{}",
-        common::stderr(&output)
-    );
+    assert_exit_code(&output, 137);
     assert_eq!(record["status"], "oom_killed");
     assert_eq!(record["error"]["kind"], "memory_limit");
     let message = record["error"]["message"].as_str().unwrap();
@@ -174,12 +162,7 @@ fn a_kernel_oom_kill_is_reported_as_oom_killed() {
         ],
     );
     let record = task.record();
-    assert_eq!(
-        output.status.code(),
-        Some(137),
-        "{}",
-        common::stderr(&output)
-    );
+    assert_exit_code(&output, 137);
     assert_eq!(record["status"], "oom_killed");
     assert_eq!(record["signal"], "SIGKILL");
     assert_eq!(record["error"]["kind"], "oom_kill");

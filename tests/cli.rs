@@ -4,25 +4,14 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{AGENT, Task};
+use common::assertions::assert_exit_code;
+use common::{Task, agent_command};
 use serde_json::Value;
 
-/// The agent with no arguments of ours and none of the test environment's TASK_AGENT_*.
-fn agent() -> Command {
-    let mut command = Command::new(AGENT);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TASK_AGENT_") {
-            command.env_remove(key);
-        }
-    }
-    command.stdin(Stdio::null());
-    command
-}
-
-fn run(mut command: Command) -> Output {
+fn run(command: &mut Command) -> Output {
     command.output().expect("task-agent runs")
 }
 
@@ -39,22 +28,14 @@ fn assert_usage_error(output: &Output, names: &[&str]) {
 
 #[test]
 fn help_exits_0_and_names_the_environment_variables() {
-    let output = run({
-        let mut c = agent();
-        c.arg("--help");
-        c
-    });
-    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    let output = run(agent_command().arg("--help"));
+    assert_exit_code(&output, 0);
     let help = common::stdout(&output);
     assert!(help.contains("TASK_AGENT_"), "{help}");
     assert!(help.contains("run"), "{help}");
 
-    let output = run({
-        let mut c = agent();
-        c.args(["run", "--help"]);
-        c
-    });
-    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    let output = run(agent_command().args(["run", "--help"]));
+    assert_exit_code(&output, 0);
     let help = common::stdout(&output);
     for variable in [
         "TASK_AGENT_TIMEOUT",
@@ -72,11 +53,7 @@ fn help_exits_0_and_names_the_environment_variables() {
 
 #[test]
 fn version_exits_0_and_prints_the_version() {
-    let output = run({
-        let mut c = agent();
-        c.arg("--version");
-        c
-    });
+    let output = run(agent_command().arg("--version"));
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(
         common::stdout(&output).trim(),
@@ -109,37 +86,27 @@ fn a_malformed_memory_limit_names_the_option_and_the_accepted_form() {
 #[test]
 fn a_missing_command_is_a_usage_error() {
     let task = Task::new();
-    let output = run({
-        let mut c = task.command();
-        c.args(["--timeout", "1s"]);
-        c
-    });
+    let output = run(task.command().args(["--timeout", "1s"]));
     assert_usage_error(&output, &["COMMAND"]);
-    let output = run({
-        let mut c = task.command();
-        c.arg("--");
-        c
-    });
+    let output = run(task.command().arg("--"));
     assert_usage_error(&output, &["COMMAND"]);
 }
 
 #[test]
 fn a_malformed_environment_variable_is_a_usage_error() {
     let task = Task::new();
-    let output = run({
-        let mut c = task.command();
-        c.env("TASK_AGENT_TIMEOUT", "soon")
-            .args(["--", "sh", "-c", "echo should not run"]);
-        c
-    });
+    let output = run(task.command().env("TASK_AGENT_TIMEOUT", "soon").args([
+        "--",
+        "sh",
+        "-c",
+        "echo should not run",
+    ]));
     assert_usage_error(&output, &["soon", "90s"]);
     assert!(!common::stdout(&output).contains("should not run"));
-    let output = run({
-        let mut c = task.command();
-        c.env("TASK_AGENT_MEMORY_LIMIT", "lots")
-            .args(["--", "true"]);
-        c
-    });
+    let output = run(task
+        .command()
+        .env("TASK_AGENT_MEMORY_LIMIT", "lots")
+        .args(["--", "true"]));
     assert_usage_error(&output, &["lots", "512Mi"]);
 }
 
@@ -147,19 +114,12 @@ fn a_malformed_environment_variable_is_a_usage_error() {
 fn an_environment_variable_sets_an_option() {
     let task = Task::new();
     let started = Instant::now();
-    let output = run({
-        let mut c = task.command();
-        c.env("TASK_AGENT_TIMEOUT", "1s")
-            .args(["--grace", "1s", "--", "sleep", "5"]);
-        c
-    });
+    let output = run(task
+        .command()
+        .env("TASK_AGENT_TIMEOUT", "1s")
+        .args(["--grace", "1s", "--", "sleep", "5"]));
     let took = started.elapsed();
-    assert_eq!(
-        output.status.code(),
-        Some(124),
-        "{}",
-        common::stderr(&output)
-    );
+    assert_exit_code(&output, 124);
     let record = task.record();
     assert_eq!(record["status"], "timed_out", "{record:#}");
     assert!(took < Duration::from_secs(4), "took {took:?}");
@@ -168,35 +128,29 @@ fn an_environment_variable_sets_an_option() {
 #[test]
 fn a_flag_wins_over_its_environment_variable() {
     let task = Task::new();
-    let output = run({
-        let mut c = task.command();
-        c.env("TASK_AGENT_TIMEOUT", "1s").args([
-            "--timeout",
-            "10s",
-            "--grace",
-            "1s",
-            "--",
-            "sleep",
-            "2",
-        ]);
-        c
-    });
-    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    let output = run(task.command().env("TASK_AGENT_TIMEOUT", "1s").args([
+        "--timeout",
+        "10s",
+        "--grace",
+        "1s",
+        "--",
+        "sleep",
+        "2",
+    ]));
+    assert_exit_code(&output, 0);
     assert_eq!(task.record()["status"], "succeeded");
 }
 
 #[test]
 fn identity_comes_from_the_environment_and_flags_win() {
     let task = Task::new();
-    let output = run({
-        let mut c = task.command();
-        c.env("TASK_AGENT_DAG_ID", "dag_from_env")
-            .env("TASK_AGENT_TASK_ID", "task_from_env")
-            .env("TASK_AGENT_MAP_INDEX", "-1")
-            .args(["--task-id", "task_from_flag", "--", "true"]);
-        c
-    });
-    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    let output = run(task
+        .command()
+        .env("TASK_AGENT_DAG_ID", "dag_from_env")
+        .env("TASK_AGENT_TASK_ID", "task_from_env")
+        .env("TASK_AGENT_MAP_INDEX", "-1")
+        .args(["--task-id", "task_from_flag", "--", "true"]));
+    assert_exit_code(&output, 0);
     let record = task.record();
     assert_eq!(record["task"]["dag_id"], "dag_from_env");
     assert_eq!(record["task"]["task_id"], "task_from_flag");
@@ -206,20 +160,18 @@ fn identity_comes_from_the_environment_and_flags_win() {
 #[test]
 fn the_child_does_not_inherit_the_agents_settings() {
     let task = Task::new();
-    let output = run({
-        let mut c = task.command();
-        c.env("TASK_AGENT_DAG_ID", "d")
-            .env("TASK_AGENT_TIMEOUT", "30s")
-            .args([
-                "--log-level",
-                "error",
-                "--",
-                "sh",
-                "-c",
-                "env | grep ^TASK_AGENT_ | sort",
-            ]);
-        c
-    });
+    let output = run(task
+        .command()
+        .env("TASK_AGENT_DAG_ID", "d")
+        .env("TASK_AGENT_TIMEOUT", "30s")
+        .args([
+            "--log-level",
+            "error",
+            "--",
+            "sh",
+            "-c",
+            "env | grep ^TASK_AGENT_ | sort",
+        ]));
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(
         common::stdout(&output),
@@ -260,17 +212,9 @@ fn a_usage_error_leaves_a_record_in_the_named_result_file() {
 #[test]
 fn a_usage_error_leaves_a_record_in_the_result_file_named_by_the_environment() {
     let task = Task::new();
-    let output = run({
-        let mut c = agent();
-        c.env("TASK_AGENT_RESULT_FILE", task.result_file()).args([
-            "run",
-            "--memory-limit",
-            "2GB",
-            "--",
-            "true",
-        ]);
-        c
-    });
+    let output = run(agent_command()
+        .env("TASK_AGENT_RESULT_FILE", task.result_file())
+        .args(["run", "--memory-limit", "2GB", "--", "true"]));
     assert_eq!(output.status.code(), Some(64));
     assert_usage_record(
         &std::fs::read(task.result_file()).expect("a record for the usage error"),
@@ -291,7 +235,7 @@ with open(os.environ["TASK_AGENT_RETURN_FILE"], "w") as f:
 print(os.path.getsize(os.environ["TASK_AGENT_RETURN_FILE"]))
 '"#,
     );
-    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    assert_exit_code(&output, 0);
     let size: u64 = common::stdout(&output).trim().parse().unwrap();
     assert!(size > 100_000, "return value is only {size} bytes");
     let record = task.record();
@@ -309,7 +253,7 @@ fn a_return_value_that_fits_the_file_limit_but_not_the_record_is_flagged() {
         &[],
         r#"printf '{"blob": "%s"}' "$(head -c 3900 /dev/zero | tr '\0' y)" > "$TASK_AGENT_RETURN_FILE""#,
     );
-    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    assert_exit_code(&output, 0);
     let record = task.record();
     assert_eq!(record["status"], "succeeded", "{record:#}");
     assert_eq!(record["return_value"], Value::Null);
@@ -447,12 +391,7 @@ fn log_tail_keeps_as_many_colored_log_lines_as_fit() {
 fn an_invalid_return_value_fails_the_task_with_exit_65() {
     let task = Task::new();
     let output = task.run_sh(&[], r#"echo '{"rows": 42' > "$TASK_AGENT_RETURN_FILE""#);
-    assert_eq!(
-        output.status.code(),
-        Some(65),
-        "{}",
-        common::stderr(&output)
-    );
+    assert_exit_code(&output, 65);
     let record = task.record();
     assert_eq!(record["status"], "failed", "{record:#}");
     assert_eq!(record["exit_code"], 65);
@@ -470,12 +409,7 @@ fn a_huge_invalid_return_value_is_still_found_invalid() {
         &[],
         r#"{ printf '['; seq -s, 1 50000; } > "$TASK_AGENT_RETURN_FILE""#,
     );
-    assert_eq!(
-        output.status.code(),
-        Some(65),
-        "{}",
-        common::stderr(&output)
-    );
+    assert_exit_code(&output, 65);
     let record = task.record();
     assert_eq!(record["status"], "failed");
     assert_eq!(record["error"]["kind"], "return_value_invalid");
@@ -491,7 +425,7 @@ fn a_stale_return_value_from_before_the_run_is_not_reported() {
         &["--log-level", "error"],
         r#"if [ -e "$TASK_AGENT_RETURN_FILE" ]; then echo stale file visible; fi"#,
     );
-    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    assert_exit_code(&output, 0);
     assert_eq!(common::stdout(&output), "");
     let record = task.record();
     assert_eq!(record["status"], "succeeded");
@@ -506,6 +440,6 @@ fn a_stale_invalid_return_value_does_not_fail_the_run() {
     std::fs::create_dir_all(task.return_file().parent().unwrap()).unwrap();
     std::fs::write(task.return_file(), "{broken").unwrap();
     let output = task.run_sh(&[], "true");
-    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    assert_exit_code(&output, 0);
     assert_eq!(task.record()["status"], "succeeded");
 }

@@ -38,6 +38,17 @@ print("allocated 1 GiB and was not stopped", flush=True)
 time.sleep(2)
 "#;
 
+/// The agent exited with `code`; its stderr and the record explain it if not.
+#[track_caller]
+fn assert_exit_code_with_record(output: &Output, record: &Value, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stderr: {}\nrecord: {record:#}",
+        common::stderr(output)
+    );
+}
+
 fn peak(record: &Value) -> u64 {
     record["resources"]["peak_memory_bytes"]
         .as_u64()
@@ -49,12 +60,7 @@ fn a_child_over_the_memory_limit_is_stopped_as_oom_killed() {
     let task = Task::new();
     let (output, took) = run_python(&task, &["--memory-limit", "100Mi"], HOG);
     let record = task.record();
-    assert_eq!(
-        output.status.code(),
-        Some(137),
-        "stderr: {}\nrecord: {record:#}",
-        common::stderr(&output)
-    );
+    assert_exit_code_with_record(&output, &record, 137);
     assert!(
         !common::stdout(&output).contains("was not stopped"),
         "the child reached 1 GiB: {record:#}"
@@ -95,12 +101,7 @@ print("done", len(data), flush=True)
 "#,
     );
     let record = task.record();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stderr: {}\nrecord: {record:#}",
-        common::stderr(&output)
-    );
+    assert_exit_code_with_record(&output, &record, 0);
     assert_eq!(common::stdout(&output), format!("done {}\n", 20 * MIB));
     assert_eq!(record["status"], "succeeded", "{record:#}");
     assert_eq!(record["exit_code"], 0);
@@ -195,12 +196,7 @@ signal.signal(signal.SIGTERM, ignore)
         &script,
     );
     let record = task.record();
-    assert_eq!(
-        output.status.code(),
-        Some(137),
-        "stderr: {}\nrecord: {record:#}",
-        common::stderr(&output)
-    );
+    assert_exit_code_with_record(&output, &record, 137);
     assert_eq!(record["status"], "oom_killed", "{record:#}");
     assert_eq!(record["error"]["kind"], "memory_limit", "{record:#}");
     assert_eq!(record["signal"], "SIGKILL", "{record:#}");

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::Task;
+use common::assertions::assert_exit_code;
 use serde_json::Value;
 
 /// The agent's own log lines go to stderr; at `error` level a clean run logs nothing, so
@@ -84,7 +85,7 @@ fn a_ten_megabyte_line_is_forwarded_intact_in_text_mode() {
         QUIET,
         &format!("cat '{}'; echo", task.path("line").display()),
     );
-    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    assert_exit_code(&output, 0);
     line.push(b'\n');
     assert_same_bytes(&output.stdout, &line, "stdout");
     assert_eq!(task.record()["status"], "succeeded");
@@ -164,7 +165,7 @@ fn json_mode_writes_one_object_per_line_with_stream_timestamp_and_identity() {
         r#"echo hello; printf 'tab\there \\ back\\slash "q"\n'; echo oops >&2; printf '\377\376bad utf8\n'; printf 'last line no newline'"#,
     );
     let after = SystemTime::now() + Duration::from_secs(1);
-    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    assert_exit_code(&output, 0);
 
     let out = json_lines(&output.stdout, "stdout");
     let err = json_lines(&output.stderr, "stderr");

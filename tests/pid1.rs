@@ -8,9 +8,9 @@
 
 mod common;
 
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::fs;
+use std::path::Path;
+use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,11 +19,12 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use common::Task;
-
-/// How long a test waits for something that should happen almost at once.
-const SOON: Duration = Duration::from_secs(5);
-/// How long an agent may take to exit before the test gives up on it.
-const AGENT_LIMIT: Duration = Duration::from_secs(10);
+use common::agent::{Agent, IGNORES_SIGTERM};
+use common::assertions::{
+    assert_error_kind, assert_failed_with_exit_code, assert_terminated_after_the_grace,
+    assert_terminated_by_forwarded_sigterm,
+};
+use common::procs::{Proc, SOON, all_pids, children_of, poll, read_pids, stat};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -36,64 +37,6 @@ fn skipped(test: &str) -> bool {
         println!("{test}: skipped: needs root for unshare --pid");
     }
     !root
-}
-
-/// Polls `check` every 20 ms until it yields something or `limit` has passed.
-fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = check() {
-            return Some(found);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// What the tests need of a process, seen from the test's own PID namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Proc {
-    pid: i32,
-    state: char,
-    ppid: i32,
-    comm: String,
-}
-
-fn parse_stat(text: &str) -> Option<Proc> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let pid = text[..open].trim().parse().ok()?;
-    let mut fields = text[close + 1..].split_whitespace();
-    Some(Proc {
-        pid,
-        comm: text[open + 1..close].to_string(),
-        state: fields.next()?.chars().next()?,
-        ppid: fields.next()?.parse().ok()?,
-    })
-}
-
-fn stat(pid: i32) -> Option<Proc> {
-    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
-fn all_pids() -> Vec<i32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .collect()
-}
-
-fn children_of(parent: i32) -> Vec<Proc> {
-    all_pids()
-        .into_iter()
-        .filter_map(stat)
-        .filter(|s| s.ppid == parent)
-        .collect()
 }
 
 /// The pids of `pid` in each namespace it belongs to, outermost first (the `NSpid` line).
@@ -138,78 +81,24 @@ fn namespace_processes(agent: i32) -> Vec<NsProc> {
         .collect()
 }
 
-/// Reads a file holding one pid per line.
-fn read_pids(path: &Path) -> Vec<i32> {
-    fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-        .lines()
-        .map(|line| {
-            line.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("not a pid in {}: {line:?}", path.display()))
-        })
-        .collect()
-}
-
-fn assert_error_kind(record: &Value, kind: &str) {
-    assert_eq!(record["error"]["kind"], kind, "{record:#}");
-}
-
-/// `task-agent run … -- sh -c SCRIPT` as PID 1 of a new PID namespace, in the background.
-/// Its output (and `unshare`'s) goes to files in the task dir. If the test ends before the
-/// agent does, the agent is SIGKILLed, which takes the whole namespace with it, and so is
-/// `unshare`.
+/// `task-agent run … -- sh -c SCRIPT` as PID 1 of a new PID namespace, in the background:
+/// an `Agent` whose process is `unshare`, which exits as the agent does. If the test ends
+/// before the agent does, the agent is SIGKILLed, which takes the whole namespace with it,
+/// and so is `unshare`.
 struct Pid1Agent {
-    unshare: Child,
-    log: PathBuf,
+    unshare: Agent,
     host_pid: Option<i32>,
-    waited: bool,
 }
 
 impl Pid1Agent {
     fn spawn_sh(task: &Task, options: &[&str], script: &str) -> Pid1Agent {
         let mut agent = task.command();
         agent.args(options).args(["--", "sh", "-c", script]);
-        // `unshare` execs the agent with its own environment, so the same settings apply.
-        let mut command = Command::new("unshare");
-        command
-            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-            .arg(agent.get_program())
-            .args(agent.get_args());
-        for (key, value) in agent.get_envs() {
-            match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
-            };
-        }
-        let log = task.path("agent.log");
-        command
-            .stdin(Stdio::null())
-            .stdout(File::create(task.path("agent.out")).expect("stdout file"))
-            .stderr(File::create(&log).expect("stderr file"));
-        let unshare = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start util-linux `unshare`: {e}"));
+        let mut unshare = Command::new("unshare");
+        unshare.args(["--pid", "--fork", "--mount-proc", "--kill-child"]);
         Pid1Agent {
-            unshare,
-            log,
+            unshare: Agent::spawn(task, common::command_under(unshare, &agent)),
             host_pid: None,
-            waited: false,
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Panics, with the log, if `unshare` (and so the agent) has already exited.
-    fn check_running(&mut self, waiting_for: &str) {
-        if let Ok(Some(status)) = self.unshare.try_wait() {
-            self.waited = true;
-            panic!(
-                "unshare/the agent exited ({status}) before {waiting_for}; the log:\n{}",
-                self.log()
-            );
         }
     }
 
@@ -219,10 +108,10 @@ impl Pid1Agent {
         if let Some(pid) = self.host_pid {
             return pid;
         }
-        let unshare = self.unshare.id() as i32;
+        let unshare = self.unshare.pid();
         let deadline = Instant::now() + SOON;
         let pid = loop {
-            self.check_running("the agent started");
+            self.unshare.check_running("the agent started");
             // While `unshare` is not reaped, only its own child can have it as parent.
             if let Some(agent) = children_of(unshare)
                 .into_iter()
@@ -251,53 +140,38 @@ impl Pid1Agent {
         kill(Pid::from_raw(pid), signal).expect("signal the agent");
     }
 
-    /// Waits until `path` exists (the script's readiness mark); fails early, with the log,
-    /// if the agent exits first.
-    fn wait_for(&mut self, path: &Path) {
-        let deadline = Instant::now() + SOON;
-        while !path.exists() {
-            self.check_running(&path.display().to_string());
-            assert!(
-                Instant::now() < deadline,
-                "{} did not appear within {SOON:?}; the log:\n{}",
-                path.display(),
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+    /// What the agent and `unshare` wrote to stderr so far.
+    fn log(&self) -> String {
+        self.unshare.log()
     }
 
-    /// Waits for `unshare`, which exits as the agent did, within a generous bound; returns
-    /// how it exited and when.
+    fn read_child_file(&self, path: &Path, what: &str) -> String {
+        self.unshare.read_child_file(path, what)
+    }
+
+    fn assert_caught(&self, task: &Task, signal: Signal, expected: &str) {
+        self.unshare.assert_caught(task, signal, expected);
+    }
+
+    fn wait_for(&mut self, path: &Path) {
+        self.unshare.wait_for(path);
+    }
+
     fn wait(&mut self) -> (ExitStatus, Instant) {
-        let deadline = Instant::now() + AGENT_LIMIT;
-        loop {
-            if let Some(status) = self.unshare.try_wait().expect("wait for unshare") {
-                self.waited = true;
-                return (status, Instant::now());
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "the agent did not exit within {AGENT_LIMIT:?}; the log:\n{}",
-                    self.log()
-                );
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        self.unshare.wait()
     }
 }
 
 impl Drop for Pid1Agent {
     fn drop(&mut self) {
-        if self.waited {
+        if self.unshare.waited() {
             return;
         }
-        // SIGKILL to a namespace's PID 1 from outside ends every process in it.
-        for agent in children_of(self.unshare.id() as i32) {
+        // SIGKILL to a namespace's PID 1 from outside ends every process in it; `unshare`
+        // itself is killed when its `Agent` is dropped.
+        for agent in children_of(self.unshare.pid()) {
             let _ = kill(Pid::from_raw(agent.pid), Signal::SIGKILL);
         }
-        let _ = self.unshare.kill();
-        let _ = self.unshare.wait();
     }
 }
 
@@ -315,10 +189,7 @@ fn as_pid_1_exit_codes_pass_through_and_the_record_is_written() {
         let mut agent = Pid1Agent::spawn_sh(&task, &[], &script);
         let (status, _) = agent.wait();
         assert_eq!(status.code(), Some(code), "{}", agent.log());
-        let read = |name: &str| {
-            fs::read_to_string(task.workdir().join(name))
-                .unwrap_or_else(|e| panic!("{name}: {e}; the log:\n{}", agent.log()))
-        };
+        let read = |name: &str| agent.read_child_file(&task.workdir().join(name), name);
         assert_eq!(read("ppid"), "1\n", "the command's parent is not PID 1");
         assert_eq!(read("init"), "task-agent\n", "PID 1 is not the agent");
 
@@ -438,35 +309,36 @@ fn as_pid_1_orphans_are_reaped_and_leftovers_are_stopped_by_the_agent() {
 // ---------------------------------------------------------------------------------------
 // 3. SIGTERM from outside the namespace
 
+/// Starts a child that traps `trap_name` (writing it to `caught`, then exiting with
+/// `trap_exit`), sends `signal` to the agent from outside the namespace once the child is
+/// ready, and checks that the child caught it; returns how the agent exited and its log.
+fn forward_from_outside(
+    task: &Task,
+    signal: Signal,
+    trap_name: &str,
+    trap_exit: i32,
+) -> (ExitStatus, String) {
+    let script = format!(
+        "trap 'echo {trap_name} > caught; exit {trap_exit}' {trap_name}; touch ready; \
+         while :; do sleep 0.1; done"
+    );
+    let mut agent = Pid1Agent::spawn_sh(task, &[], &script);
+    agent.wait_for(&task.workdir().join("ready"));
+    agent.signal(signal);
+    let (status, _) = agent.wait();
+    agent.assert_caught(task, signal, &format!("{trap_name}\n"));
+    (status, agent.log())
+}
+
 #[test]
 fn as_pid_1_sigterm_from_outside_reaches_the_child_and_the_task_is_terminated() {
     if skipped("as_pid_1_sigterm_from_outside_reaches_the_child_and_the_task_is_terminated") {
         return;
     }
     let task = Task::new();
-    let mut agent = Pid1Agent::spawn_sh(
-        &task,
-        &[],
-        "trap 'echo TERM > caught; exit 0' TERM; touch ready; while :; do sleep 0.1; done",
-    );
-    agent.wait_for(&task.workdir().join("ready"));
-    agent.signal(Signal::SIGTERM);
-    let (status, _) = agent.wait();
-    let caught = fs::read_to_string(task.workdir().join("caught")).unwrap_or_else(|e| {
-        panic!(
-            "the child did not record SIGTERM: {e}; the log:\n{}",
-            agent.log()
-        )
-    });
-    assert_eq!(caught, "TERM\n");
-    assert_eq!(status.code(), Some(143), "{}", agent.log());
-    let record = task.record();
-    assert_eq!(record["status"], "terminated", "{record:#}");
-    assert_eq!(record["exit_code"], 143);
-    assert_eq!(record["child_exit_code"], 0);
-    assert_eq!(record["retryable"], true);
-    assert_eq!(record["signal"], Value::Null);
-    assert_error_kind(&record, "terminated");
+    let (status, log) = forward_from_outside(&task, Signal::SIGTERM, "TERM", 0);
+    assert_eq!(status.code(), Some(143), "{log}");
+    assert_terminated_by_forwarded_sigterm(&task.record());
 }
 
 #[test]
@@ -475,30 +347,14 @@ fn as_pid_1_sigterm_from_outside_kills_a_stubborn_child_after_the_grace() {
         return;
     }
     let task = Task::new();
-    let mut agent = Pid1Agent::spawn_sh(
-        &task,
-        &["--grace", "1s"],
-        "trap '' TERM; touch ready; while :; do sleep 0.1; done",
-    );
+    let mut agent = Pid1Agent::spawn_sh(&task, &["--grace", "1s"], IGNORES_SIGTERM);
     agent.wait_for(&task.workdir().join("ready"));
     agent.host_pid();
     let sent = Instant::now();
     agent.signal(Signal::SIGTERM);
     let (status, exited) = agent.wait();
     let after = exited - sent;
-    assert_eq!(status.code(), Some(143), "{}", agent.log());
-    let record = task.record();
-    assert_eq!(record["status"], "terminated", "{record:#}");
-    assert_eq!(record["exit_code"], 143);
-    assert_eq!(record["retryable"], true);
-    assert_eq!(record["signal"], "SIGKILL");
-    assert_eq!(record["child_exit_code"], Value::Null);
-    assert_error_kind(&record, "terminated");
-    assert!(
-        after >= Duration::from_millis(900),
-        "killed {after:?} after SIGTERM, before the grace"
-    );
-    assert!(after < Duration::from_secs(6), "took {after:?}");
+    assert_terminated_after_the_grace(&task, &agent.unshare, status, after, Duration::from_secs(6));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -510,26 +366,7 @@ fn as_pid_1_sigint_from_outside_is_forwarded_to_the_child() {
         return;
     }
     let task = Task::new();
-    let mut agent = Pid1Agent::spawn_sh(
-        &task,
-        &[],
-        "trap 'echo INT > caught; exit 42' INT; touch ready; while :; do sleep 0.1; done",
-    );
-    agent.wait_for(&task.workdir().join("ready"));
-    agent.signal(Signal::SIGINT);
-    let (status, _) = agent.wait();
-    let caught = fs::read_to_string(task.workdir().join("caught")).unwrap_or_else(|e| {
-        panic!(
-            "the child did not record SIGINT: {e}; the log:\n{}",
-            agent.log()
-        )
-    });
-    assert_eq!(caught, "INT\n");
-    assert_eq!(status.code(), Some(42), "{}", agent.log());
-    let record = task.record();
-    assert_eq!(record["status"], "failed", "{record:#}");
-    assert_eq!(record["exit_code"], 42);
-    assert_eq!(record["child_exit_code"], 42);
-    assert_eq!(record["signal"], Value::Null);
-    assert_error_kind(&record, "exit_code");
+    let (status, log) = forward_from_outside(&task, Signal::SIGINT, "INT", 42);
+    assert_eq!(status.code(), Some(42), "{log}");
+    assert_failed_with_exit_code(&task.record(), 42);
 }

@@ -1,6 +1,7 @@
 mod common;
 
 use common::Task;
+use common::assertions::assert_exit_code;
 
 #[test]
 fn a_successful_task_leaves_a_valid_record_with_its_return_value() {
@@ -9,7 +10,7 @@ fn a_successful_task_leaves_a_valid_record_with_its_return_value() {
         &["--dag-id", "user1_pipeline", "--try-number", "2"],
         r#"echo working; echo '{"rows": 42}' > "$TASK_AGENT_RETURN_FILE""#,
     );
-    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    assert_exit_code(&output, 0);
     assert_eq!(common::stdout(&output), "working\n");
     let record = task.record();
     assert_eq!(record["status"], "succeeded");

@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -17,93 +16,15 @@ use nix::unistd::{Pid, getpgrp};
 use serde_json::Value;
 
 use common::Task;
-
-/// How long a test waits for something that should happen almost at once.
-const SOON: Duration = Duration::from_secs(5);
-/// How long an agent may take to exit before the test gives up on it.
-const AGENT_LIMIT: Duration = Duration::from_secs(10);
+use common::agent::{Agent, IGNORES_SIGTERM};
+use common::assertions::{
+    assert_error_kind, assert_exit_code, assert_failed_with_exit_code,
+    assert_terminated_after_the_grace, assert_terminated_by_forwarded_sigterm,
+};
+use common::procs::{SOON, is_dead, parse_stat, poll, read_pids, stat, zombie_children_of};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-/// Polls `check` every 20 ms until it yields something or `limit` has passed.
-fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = check() {
-            return Some(found);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// What the tests need of `/proc/PID/stat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    pid: i32,
-    state: char,
-    ppid: i32,
-    pgrp: i32,
-}
-
-fn parse_stat(text: &str) -> Option<Stat> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let pid = text[..open].trim().parse().ok()?;
-    let mut fields = text[close + 1..].split_whitespace();
-    Some(Stat {
-        pid,
-        state: fields.next()?.chars().next()?,
-        ppid: fields.next()?.parse().ok()?,
-        pgrp: fields.next()?.parse().ok()?,
-    })
-}
-
-fn stat(pid: i32) -> Option<Stat> {
-    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
-/// Whether `pid` no longer runs: gone from /proc, or a zombie (dead, waiting to be reaped
-/// by whoever its parent is now).
-fn is_dead(pid: i32) -> bool {
-    stat(pid).is_none_or(|s| matches!(s.state, 'Z' | 'X'))
-}
-
-/// Every process whose parent is `parent`.
-fn children_of(parent: i32) -> Vec<Stat> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(stat)
-        .filter(|s| s.ppid == parent)
-        .collect()
-}
-
-fn zombie_children_of(parent: i32) -> Vec<Stat> {
-    children_of(parent)
-        .into_iter()
-        .filter(|s| s.state == 'Z')
-        .collect()
-}
-
-/// Reads a file holding one pid per line.
-fn read_pids(path: &Path) -> Vec<i32> {
-    fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-        .lines()
-        .map(|line| {
-            line.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("not a pid in {}: {line:?}", path.display()))
-        })
-        .collect()
-}
 
 /// SIGKILLs test processes that may have outlived their agent (only the `sleep`s and `sh`s
 /// the scripts started, checked by name so a recycled pid is never hit), so a failing test
@@ -128,106 +49,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// An agent started with `spawn()`; its stdout and stderr go to files in the task dir so it
-/// can never block on a full pipe. Killed if the test ends before it does.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-    started: Instant,
-    waited: bool,
-}
-
-impl Agent {
-    fn spawn(task: &Task, mut command: Command) -> Agent {
-        let log = task.path("agent.log");
-        command
-            .stdout(File::create(task.path("agent.out")).expect("stdout file"))
-            .stderr(File::create(&log).expect("stderr file"));
-        let started = Instant::now();
-        let child = command.spawn().expect("task-agent starts");
-        Agent {
-            child,
-            log,
-            started,
-            waited: false,
-        }
-    }
-
-    /// `task-agent run … -- sh -c SCRIPT`, started in the background.
-    fn spawn_sh(task: &Task, options: &[&str], script: &str) -> Agent {
-        let mut command = task.command();
-        command.args(options).args(["--", "sh", "-c", script]);
-        Agent::spawn(task, command)
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.pid()), signal).expect("signal the agent");
-    }
-
-    /// Waits until `path` exists (the script's readiness mark); fails early, with the agent's
-    /// log, if the agent exits first.
-    fn wait_for(&mut self, path: &Path) {
-        let deadline = Instant::now() + SOON;
-        while !path.exists() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.waited = true;
-                panic!(
-                    "the agent exited ({status}) before {} appeared; its log:\n{}",
-                    path.display(),
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not appear within {SOON:?}; the agent's log:\n{}",
-                path.display(),
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Waits for the agent to exit (within a generous bound); returns how it exited and how
-    /// long it ran.
-    fn wait(&mut self) -> (ExitStatus, Duration) {
-        let deadline = Instant::now() + AGENT_LIMIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the agent") {
-                self.waited = true;
-                return (status, self.started.elapsed());
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "the agent did not exit within {AGENT_LIMIT:?}; its log:\n{}",
-                    self.log()
-                );
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if !self.waited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn assert_error_kind(record: &Value, kind: &str) {
-    assert_eq!(record["error"]["kind"], kind, "{record:#}");
-}
-
 // ---------------------------------------------------------------------------------------
 // 1. Exit codes
 
@@ -235,7 +56,7 @@ fn assert_error_kind(record: &Value, kind: &str) {
 fn a_zero_exit_is_success() {
     let task = Task::new();
     let output = task.run_sh(&[], "exit 0");
-    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    assert_exit_code(&output, 0);
     let record = task.record();
     assert_eq!(record["status"], "succeeded");
     assert_eq!(record["phase"], "finished");
@@ -251,12 +72,7 @@ fn nonzero_exit_codes_pass_through() {
     for code in [3, 255] {
         let task = Task::new();
         let output = task.run_sh(&[], &format!("echo failing >&2; exit {code}"));
-        assert_eq!(
-            output.status.code(),
-            Some(code),
-            "{}",
-            common::stderr(&output)
-        );
+        assert_exit_code(&output, code);
         let record = task.record();
         assert_eq!(record["status"], "failed", "{record:#}");
         assert_eq!(record["exit_code"], code);
@@ -273,12 +89,7 @@ fn nonzero_exit_codes_pass_through() {
 fn a_child_killed_by_a_foreign_signal_exits_128_plus_n() {
     let task = Task::new();
     let output = task.run_sh(&[], "kill -ALRM $$; sleep 5");
-    assert_eq!(
-        output.status.code(),
-        Some(128 + libc::SIGALRM),
-        "{}",
-        common::stderr(&output)
-    );
+    assert_exit_code(&output, 128 + libc::SIGALRM);
     let record = task.record();
     assert_eq!(record["status"], "failed", "{record:#}");
     assert_eq!(record["exit_code"], 128 + libc::SIGALRM);
@@ -305,13 +116,7 @@ fn forward(signal: Signal, trap_name: &str, trap_exit: i32) -> (ExitStatus, Valu
     agent.wait_for(&task.workdir().join("ready"));
     agent.signal(signal);
     let (status, _) = agent.wait();
-    let caught = fs::read_to_string(task.workdir().join("caught")).unwrap_or_else(|e| {
-        panic!(
-            "the child did not record {signal}: {e}; the agent's log:\n{}",
-            agent.log()
-        )
-    });
-    assert_eq!(caught, format!("{}\n", signal.as_str()));
+    agent.assert_caught(&task, signal, &format!("{}\n", signal.as_str()));
     (status, task.record())
 }
 
@@ -320,11 +125,7 @@ fn forward(signal: Signal, trap_name: &str, trap_exit: i32) -> (ExitStatus, Valu
 fn forwarded_signal_reaches_the_child(signal: Signal, trap_name: &str) {
     let (status, record) = forward(signal, trap_name, 42);
     assert_eq!(status.code(), Some(42), "{record:#}");
-    assert_eq!(record["status"], "failed", "{record:#}");
-    assert_eq!(record["exit_code"], 42);
-    assert_eq!(record["child_exit_code"], 42);
-    assert_eq!(record["signal"], Value::Null);
-    assert_error_kind(&record, "exit_code");
+    assert_failed_with_exit_code(&record, 42);
 }
 
 #[test]
@@ -356,12 +157,7 @@ fn sigusr2_is_forwarded_to_the_child() {
 fn sigterm_is_forwarded_and_the_task_counts_as_terminated_even_if_the_child_exits_0() {
     let (status, record) = forward(Signal::SIGTERM, "TERM", 0);
     assert_eq!(status.code(), Some(143), "{record:#}");
-    assert_eq!(record["status"], "terminated", "{record:#}");
-    assert_eq!(record["exit_code"], 143);
-    assert_eq!(record["child_exit_code"], 0);
-    assert_eq!(record["retryable"], true);
-    assert_eq!(record["signal"], Value::Null);
-    assert_error_kind(&record, "terminated");
+    assert_terminated_by_forwarded_sigterm(&record);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -444,7 +240,8 @@ fn processes_left_behind_are_stopped_and_the_agent_exits_promptly() {
          ( sleep 1000 & echo $! > orphan )
          exit 0";
     let mut agent = Agent::spawn_sh(&task, &[], script);
-    let (status, elapsed) = agent.wait();
+    let (status, exited) = agent.wait();
+    let elapsed = exited - agent.started();
     assert_eq!(status.code(), Some(0), "{}", agent.log());
     assert!(
         elapsed < Duration::from_secs(8),
@@ -473,23 +270,30 @@ fn processes_left_behind_are_stopped_and_the_agent_exits_promptly() {
 // ---------------------------------------------------------------------------------------
 // 4. Timeout ladder
 
-#[test]
-fn a_timeout_ignored_by_the_child_ends_in_sigkill_after_the_grace() {
-    let task = Task::new();
-    let mut agent = Agent::spawn_sh(
-        &task,
-        &["--timeout", "1s", "--grace", "1s"],
-        "trap '' TERM; while :; do sleep 0.1; done",
-    );
-    let (status, elapsed) = agent.wait();
+/// Runs `task-agent run OPTIONS -- sh -c SCRIPT` to its end, which must be by the timeout;
+/// returns the record and how long the agent ran.
+fn run_to_timeout(task: &Task, options: &[&str], script: &str) -> (Value, Duration) {
+    let mut agent = Agent::spawn_sh(task, options, script);
+    let (status, exited) = agent.wait();
     assert_eq!(status.code(), Some(124), "{}", agent.log());
     let record = task.record();
     assert_eq!(record["status"], "timed_out", "{record:#}");
     assert_eq!(record["exit_code"], 124);
+    assert_error_kind(&record, "timed_out");
+    (record, exited - agent.started())
+}
+
+#[test]
+fn a_timeout_ignored_by_the_child_ends_in_sigkill_after_the_grace() {
+    let task = Task::new();
+    let (record, elapsed) = run_to_timeout(
+        &task,
+        &["--timeout", "1s", "--grace", "1s"],
+        "trap '' TERM; while :; do sleep 0.1; done",
+    );
     assert_eq!(record["signal"], "SIGKILL");
     assert_eq!(record["child_exit_code"], Value::Null);
     assert_eq!(record["retryable"], false);
-    assert_error_kind(&record, "timed_out");
     // SIGKILL only once timeout and grace have both passed.
     assert!(
         elapsed >= Duration::from_millis(1900),
@@ -501,19 +305,13 @@ fn a_timeout_ignored_by_the_child_ends_in_sigkill_after_the_grace() {
 #[test]
 fn a_timeout_handled_by_the_child_needs_no_sigkill() {
     let task = Task::new();
-    let mut agent = Agent::spawn_sh(
+    let (record, elapsed) = run_to_timeout(
         &task,
         &["--timeout", "1s", "--grace", "30s"],
         "trap 'echo TERM > caught; exit 5' TERM; while :; do sleep 0.1; done",
     );
-    let (status, elapsed) = agent.wait();
-    assert_eq!(status.code(), Some(124), "{}", agent.log());
-    let record = task.record();
-    assert_eq!(record["status"], "timed_out", "{record:#}");
-    assert_eq!(record["exit_code"], 124);
     assert_eq!(record["child_exit_code"], 5);
     assert_eq!(record["signal"], Value::Null);
-    assert_error_kind(&record, "timed_out");
     assert_eq!(
         fs::read_to_string(task.workdir().join("caught")).unwrap(),
         "TERM\n"
@@ -534,29 +332,13 @@ fn a_timeout_handled_by_the_child_needs_no_sigkill() {
 #[test]
 fn sigterm_to_the_agent_kills_a_stubborn_child_after_the_grace() {
     let task = Task::new();
-    let mut agent = Agent::spawn_sh(
-        &task,
-        &["--grace", "1s"],
-        "trap '' TERM; touch ready; while :; do sleep 0.1; done",
-    );
+    let mut agent = Agent::spawn_sh(&task, &["--grace", "1s"], IGNORES_SIGTERM);
     agent.wait_for(&task.workdir().join("ready"));
     let sent = Instant::now();
     agent.signal(Signal::SIGTERM);
     let (status, _) = agent.wait();
     let after = sent.elapsed();
-    assert_eq!(status.code(), Some(143), "{}", agent.log());
-    let record = task.record();
-    assert_eq!(record["status"], "terminated", "{record:#}");
-    assert_eq!(record["exit_code"], 143);
-    assert_eq!(record["retryable"], true);
-    assert_eq!(record["signal"], "SIGKILL");
-    assert_eq!(record["child_exit_code"], Value::Null);
-    assert_error_kind(&record, "terminated");
-    assert!(
-        after >= Duration::from_millis(900),
-        "killed {after:?} after SIGTERM, before the grace"
-    );
-    assert!(after < Duration::from_secs(8), "took {after:?}");
+    assert_terminated_after_the_grace(&task, &agent, status, after, Duration::from_secs(8));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -612,12 +394,7 @@ fn a_missing_command_is_127_command_not_found() {
         .args(["--", name, "--flag"])
         .output()
         .expect("task-agent runs");
-    assert_eq!(
-        output.status.code(),
-        Some(127),
-        "{}",
-        common::stderr(&output)
-    );
+    assert_exit_code(&output, 127);
     let record = task.record();
     assert_eq!(record["status"], "agent_error", "{record:#}");
     assert_eq!(record["exit_code"], 127);
@@ -640,12 +417,7 @@ fn assert_not_executable(task: &Task, script: &Path) {
         .arg(script)
         .output()
         .expect("task-agent runs");
-    assert_eq!(
-        output.status.code(),
-        Some(126),
-        "{}",
-        common::stderr(&output)
-    );
+    assert_exit_code(&output, 126);
     let record = task.record();
     assert_eq!(record["status"], "agent_error", "{record:#}");
     assert_eq!(record["exit_code"], 126);
@@ -698,15 +470,12 @@ fn the_child_runs_in_its_workdir_own_group_null_stdin_and_clean_env() {
         );
     let mut agent = Agent::spawn(&task, command);
     // Whatever the agent's stdin carries must not reach the child.
-    let mut stdin = agent.child.stdin.take().expect("agent stdin");
+    let mut stdin = agent.take_stdin().expect("agent stdin");
     let _ = stdin.write_all(b"meant for the agent\n");
     drop(stdin);
     let (status, _) = agent.wait();
     assert_eq!(status.code(), Some(0), "{}", agent.log());
-    let read = |name: &str| {
-        fs::read_to_string(task.workdir().join(name))
-            .unwrap_or_else(|e| panic!("{name}: {e}; the agent's log:\n{}", agent.log()))
-    };
+    let read = |name: &str| agent.read_child_file(&task.workdir().join(name), name);
 
     let workdir = fs::canonicalize(task.workdir()).expect("the workdir was created");
     assert_eq!(read("cwd").trim_end(), workdir.to_str().unwrap());

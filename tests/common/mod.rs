@@ -1,7 +1,11 @@
 //! Shared by the integration tests: running the real `task-agent` binary in a scratch
-//! directory and reading back the record it wrote.
+//! directory and reading back the record it wrote. Each test file uses only some of it.
 
 #![allow(dead_code)]
+
+pub mod agent;
+pub mod assertions;
+pub mod procs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -10,6 +14,35 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_task-agent");
+
+/// The agent with no arguments of ours and none of the test environment's TASK_AGENT_*.
+pub fn agent_command() -> Command {
+    let mut command = Command::new(AGENT);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TASK_AGENT_") {
+            command.env_remove(key);
+        }
+    }
+    command.stdin(Stdio::null());
+    command
+}
+
+/// `wrapper` (a program that execs the rest of its command line, such as `unshare`), given
+/// `command`'s program and arguments and its changes to the environment, which the exec'd
+/// agent inherits, so the same settings apply. Its stdin is null, as `Task::command`'s is.
+pub fn command_under(mut wrapper: Command, command: &Command) -> Command {
+    wrapper
+        .arg(command.get_program())
+        .args(command.get_args())
+        .stdin(Stdio::null());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapper.env(key, value),
+            None => wrapper.env_remove(key),
+        };
+    }
+    wrapper
+}
 
 /// A scratch directory with the paths a task uses.
 pub struct Task {
@@ -42,12 +75,7 @@ impl Task {
     /// `task-agent run` with this task's paths, ready for more options and `-- COMMAND`.
     /// The agent's own TASK_AGENT_* variables from the test environment are cleared.
     pub fn command(&self) -> Command {
-        let mut command = Command::new(AGENT);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TASK_AGENT_") {
-                command.env_remove(key);
-            }
-        }
+        let mut command = agent_command();
         command
             .arg("run")
             .arg("--workdir")
@@ -55,8 +83,7 @@ impl Task {
             .arg("--result-file")
             .arg(self.result_file())
             .arg("--return-file")
-            .arg(self.return_file())
-            .stdin(Stdio::null());
+            .arg(self.return_file());
         command
     }
 
