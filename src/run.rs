@@ -116,6 +116,11 @@ fn execute(
     // Snapshot fetch and secrets come here, each timed into durations_ms; the secrets phase
     // fills `masks` before the child starts.
     reporter.set_duration("prepare", millis(phase.elapsed()));
+    tracing::info!(
+        phase = "prepare",
+        duration_ms = millis(phase.elapsed()),
+        "phase finished"
+    );
 
     if let Some(signal) = termination_requested(inbox) {
         tracing::warn!(
@@ -148,6 +153,11 @@ fn execute(
         reporter.write_provisional();
     });
     reporter.set_duration("process", millis(phase.elapsed()));
+    tracing::info!(
+        phase = "process",
+        duration_ms = millis(phase.elapsed()),
+        "phase finished"
+    );
     let ran = ran?;
 
     reporter.set_phase("report");

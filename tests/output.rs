@@ -323,3 +323,26 @@ fn log_tail_is_kept_in_json_mode_too() {
         serde_json::json!(["  File \"x.py\"", "ValueError: bad row"])
     );
 }
+
+#[test]
+fn the_agent_logs_its_phases_and_ends_with_a_one_line_summary() {
+    let task = Task::new();
+    let output = task.run_sh(&[], "echo working; exit 3");
+    assert_exit_code(&output, 3);
+    let stderr = common::stderr(&output);
+    let lines: Vec<&str> = stderr.lines().collect();
+    for phase in ["prepare", "process"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("phase finished") && l.contains(&format!("phase={phase}"))),
+            "no `phase finished` line for {phase}:\n{stderr}"
+        );
+    }
+    let summary = lines.last().expect("stderr has lines");
+    assert!(
+        summary.starts_with("[task-agent] INFO  task finished status=failed exit_code=3 duration="),
+        "{summary}"
+    );
+    assert!(summary.contains(" peak_memory="), "{summary}");
+}
