@@ -285,6 +285,64 @@ mod tests {
         }
     }
 
+    /// xorshift: deterministic, so a failure reproduces.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> usize {
+            (self.next() % n) as usize
+        }
+        /// Text that is expensive to encode: escapes, control characters, multibyte.
+        fn text(&mut self, max: u64) -> String {
+            const PIECES: [&str; 9] = ["a", "\"", "\\", "\n", "\u{1}", "\u{1b}[31m", "é", "€", "𝄞"];
+            let len = self.below(max + 1);
+            (0..len)
+                .map(|_| PIECES[self.below(PIECES.len() as u64)])
+                .collect()
+        }
+    }
+
+    #[test]
+    fn random_hostile_records_always_fit_and_keep_their_outcome() {
+        let mut rng = Rng(0x5eed_1234_abcd_ef01);
+        for _ in 0..500 {
+            let mut record = finished();
+            record.exit_code = Some(rng.below(256) as i32);
+            record.log_tail = (0..rng.below(40)).map(|_| rng.text(600)).collect();
+            if rng.below(2) == 0 {
+                record.return_value = Some(serde_json::json!({ "k": rng.text(3000) }));
+            }
+            if rng.below(2) == 0 {
+                record.error = Some(ErrorInfo {
+                    kind: "exit_code".into(),
+                    message: rng.text(3000),
+                });
+            }
+            record.task.dag_id = Some(rng.text(400));
+            record.task.run_id = Some(rng.text(400));
+            let bytes = record.encode(RECORD_BUDGET);
+            assert!(bytes.len() <= RECORD_BUDGET, "{} bytes", bytes.len());
+            let value = parse(&bytes);
+            assert_eq!(value["status"], "succeeded");
+            assert_eq!(value["exit_code"], record.exit_code.unwrap());
+            let kept_tail = value["log_tail"].as_array().unwrap();
+            let original_tail = &record.log_tail[record.log_tail.len() - kept_tail.len()..];
+            assert_eq!(
+                kept_tail
+                    .iter()
+                    .map(|l| l.as_str().unwrap())
+                    .collect::<Vec<_>>(),
+                original_tail.iter().map(String::as_str).collect::<Vec<_>>(),
+                "the tail kept must be the newest lines, unchanged"
+            );
+        }
+    }
+
     #[test]
     fn statuses_serialize_as_the_schema_names_them() {
         for status in [

@@ -207,6 +207,47 @@ mod tests {
     }
 
     #[test]
+    fn any_input_in_any_chunks_comes_out_whole_in_bounded_pieces() {
+        let mut state: u64 = 0x0dd_ba11_cafe_f00d;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        const MAX: usize = 16;
+        for _ in 0..300 {
+            let input: Vec<u8> = (0..next(400))
+                .map(|_| match next(6) {
+                    0 => b'\n',
+                    1 => 0xE2, // lead byte of a three-byte sequence
+                    2 => 0x82,
+                    3 => 0xff,
+                    _ => b'x',
+                })
+                .collect();
+            let mut chunks = Vec::new();
+            let mut rest = &input[..];
+            while !rest.is_empty() {
+                let (chunk, tail) = rest.split_at(1 + next(rest.len().min(MAX)));
+                chunks.push(chunk);
+                rest = tail;
+            }
+            let out = frame(MAX, &chunks);
+            for (bytes, kind) in &out {
+                if *kind == "L" {
+                    assert!(lines(bytes).all(|line| line.len() <= MAX), "{bytes:?}");
+                } else {
+                    assert!(bytes.len() <= MAX, "{kind} piece of {} bytes", bytes.len());
+                    assert!(!bytes.contains(&b'\n'));
+                }
+            }
+            let joined: Vec<u8> = out.into_iter().flat_map(|(b, _)| b).collect();
+            assert_eq!(joined, input);
+        }
+    }
+
+    #[test]
     fn binary_bytes_are_passed_through_untouched() {
         let input: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
         let out = frame(64, &[&input[..1000], &input[1000..]]);
