@@ -31,10 +31,6 @@ impl TaskIdentity {
             _ => String::new(),
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        *self == TaskIdentity::default()
-    }
 }
 
 #[cfg(test)]
@@ -60,6 +56,5 @@ mod tests {
     #[test]
     fn no_identity_adds_nothing() {
         assert_eq!(TaskIdentity::default().json_members(), "");
-        assert!(TaskIdentity::default().is_empty());
     }
 }

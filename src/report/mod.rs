@@ -5,7 +5,6 @@ mod record;
 mod result_file;
 pub mod return_value;
 
-use std::path::Path;
 use std::time::SystemTime;
 
 pub use record::{ErrorInfo, RECORD_BUDGET, Record, Resources, Status};
@@ -61,10 +60,6 @@ impl Reporter {
             file,
             masks,
         }
-    }
-
-    pub fn result_path(&self) -> Option<&Path> {
-        self.file.as_ref().map(ResultFile::path)
     }
 
     pub fn record(&self) -> &Record {
