@@ -13,6 +13,7 @@ use crate::error::{AgentError, exit};
 use crate::identity::TaskIdentity;
 use crate::logging::LogLevel;
 use crate::report::{Outcome, Reporter, ResultFile};
+use crate::snapshot::{self, Source};
 use crate::supervise::LogFormat;
 use crate::units::{parse_duration, parse_size};
 
@@ -47,6 +48,158 @@ pub enum Command {
         after_help = "Example:\n  task-agent run --workdir /workspace --timeout 30m --memory-limit 2Gi \\\n    --result-file /dev/termination-log -- python main.py --date 2026-11-26"
     )]
     Run(RunArgs),
+    /// Fetch, verify and unpack a snapshot into DIR, and nothing else (init containers, debugging).
+    #[command(
+        after_help = "Prints one JSON line: {\"source\",\"sha256\",\"bytes\",\"files\",\"cache\"}.\n\nExample:\n  task-agent fetch --snapshot https://acct.blob.core.windows.net/code/etl-1.4.tar.gz --workdir /workspace"
+    )]
+    Fetch(FetchArgs),
+    /// Pack DIR into a reproducible .tar.gz and print its sha256 (same tree, same digest).
+    #[command(
+        after_help = "Prints `SHA256  FILE`, as sha256sum does. .git and __pycache__ directories are left out."
+    )]
+    Pack(PackArgs),
+    /// Upload a snapshot (a directory, packed first, or a .tar.gz) to Blob Storage and print the digest to pin.
+    #[command(
+        after_help = "Prints `SHA256  URI` (the URI without any SAS query).\n\nExample:\n  task-agent publish ./etl --to https://acct.blob.core.windows.net/code/etl-1.4.tar.gz"
+    )]
+    Publish(PublishArgs),
+}
+
+/// Where a snapshot comes from and the limits it is unpacked under.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Snapshot")]
+pub struct SnapshotArgs {
+    /// The task's code: https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH[?SAS], an emulator URL, file:///PATH or a local path (.tar.gz or .tar).
+    #[arg(long, env = "TASK_AGENT_SNAPSHOT", value_name = "URI", value_parser = snapshot::source::parse, hide_env_values = true)]
+    pub snapshot: Option<Source>,
+
+    /// The snapshot's expected sha256 (64 hex digits, as `task-agent pack` prints); a mismatch exits 65.
+    #[arg(long, env = "TASK_AGENT_SNAPSHOT_SHA256", value_name = "HEX", value_parser = parse_sha256)]
+    pub snapshot_sha256: Option<String>,
+
+    /// Node-local directory caching snapshots by sha256 (needs --snapshot-sha256).
+    #[arg(long, env = "TASK_AGENT_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Most bytes the snapshot may unpack to.
+    #[arg(long, env = "TASK_AGENT_SNAPSHOT_MAX_BYTES", value_name = "SIZE", value_parser = parse_size, default_value = "4Gi")]
+    pub snapshot_max_bytes: u64,
+
+    /// Most entries (files, directories, links) in the snapshot.
+    #[arg(
+        long,
+        env = "TASK_AGENT_SNAPSHOT_MAX_ENTRIES",
+        value_name = "N",
+        default_value_t = 100_000
+    )]
+    pub snapshot_max_entries: u64,
+
+    /// Longest entry name, in bytes.
+    #[arg(
+        long,
+        env = "TASK_AGENT_SNAPSHOT_MAX_PATH_BYTES",
+        value_name = "N",
+        default_value_t = 1024
+    )]
+    pub snapshot_max_path_bytes: usize,
+
+    /// Deepest entry, in path components.
+    #[arg(
+        long,
+        env = "TASK_AGENT_SNAPSHOT_MAX_DEPTH",
+        value_name = "N",
+        default_value_t = 64
+    )]
+    pub snapshot_max_depth: usize,
+
+    /// Highest unpacked:compressed ratio once 16Mi are unpacked (gzip bombs exceed it).
+    #[arg(
+        long,
+        env = "TASK_AGENT_SNAPSHOT_MAX_RATIO",
+        value_name = "N",
+        default_value_t = 200
+    )]
+    pub snapshot_max_ratio: u64,
+
+    /// Total time spent retrying a download (throttling, 5xx, broken connections) before exiting 69.
+    #[arg(long, env = "TASK_AGENT_SNAPSHOT_RETRY_BUDGET", value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub snapshot_retry_budget: Duration,
+
+    /// Ranged reads in flight at once (1: one streaming GET).
+    #[arg(long, env = "TASK_AGENT_SNAPSHOT_PARALLELISM", value_name = "N", default_value_t = 1,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16))]
+    pub snapshot_parallelism: usize,
+
+    /// Size of each ranged read when --snapshot-parallelism is above 1.
+    #[arg(long, env = "TASK_AGENT_SNAPSHOT_BLOCK_SIZE", value_name = "SIZE", value_parser = parse_block_size, default_value = "2Mi")]
+    pub snapshot_block_size: u64,
+}
+
+impl SnapshotArgs {
+    pub fn request(&self) -> Option<snapshot::Request> {
+        let source = self.snapshot.clone()?;
+        Some(snapshot::Request {
+            source,
+            sha256: self.snapshot_sha256.clone(),
+            cache_dir: self.cache_dir.clone(),
+            budget: snapshot::Budget {
+                max_bytes: self.snapshot_max_bytes,
+                max_entries: self.snapshot_max_entries,
+                max_path_bytes: self.snapshot_max_path_bytes,
+                max_depth: self.snapshot_max_depth,
+                max_ratio: self.snapshot_max_ratio,
+            },
+            transfer: snapshot::Transfer {
+                retry_budget: self.snapshot_retry_budget,
+                parallelism: self.snapshot_parallelism,
+                block_size: usize::try_from(self.snapshot_block_size).unwrap_or(4 << 20),
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FetchArgs {
+    /// Directory to unpack into; created if missing.
+    #[arg(
+        long,
+        env = "TASK_AGENT_WORKDIR",
+        value_name = "DIR",
+        default_value = "/workspace"
+    )]
+    pub workdir: PathBuf,
+
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+
+    #[arg(long, env = "TASK_AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
+    pub log_format: LogFormat,
+
+    #[arg(long, env = "TASK_AGENT_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, help_heading = "Logging")]
+    pub log_level: LogLevel,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PackArgs {
+    /// The directory to pack.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The .tar.gz to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// A directory (packed first) or a .tar.gz / .tar snapshot.
+    #[arg(value_name = "DIR|FILE")]
+    pub path: PathBuf,
+    /// The blob to write: https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH[?SAS].
+    #[arg(long, value_name = "BLOB_URI", value_parser = parse_blob)]
+    pub to: Source,
+    /// Total time spent retrying the upload before exiting 69.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub retry_budget: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -116,6 +269,14 @@ pub struct RunArgs {
     #[arg(long, env = "TASK_AGENT_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, help_heading = "Logging")]
     pub log_level: LogLevel,
 
+    /// Blob prefix for a return value too large for the record: it is uploaded there as
+    /// SHA256.json and the record carries {uri, sha256, bytes} in return_value_ref.
+    #[arg(long, env = "TASK_AGENT_RETURN_UPLOAD", value_name = "BLOB_PREFIX", value_parser = parse_blob_prefix, hide_env_values = true, help_heading = "Result")]
+    pub return_upload: Option<Source>,
+
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+
     #[command(flatten)]
     pub task: TaskArgs,
 
@@ -177,11 +338,62 @@ fn parse_memory_limit(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+fn parse_sha256(text: &str) -> Result<String, String> {
+    let hex = text
+        .strip_prefix("sha256:")
+        .unwrap_or(text)
+        .to_ascii_lowercase();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hex)
+    } else {
+        Err(format!(
+            "`{text}` is not a sha256 digest; give the 64 hex digits `task-agent pack` or `sha256sum` prints"
+        ))
+    }
+}
+
+fn parse_block_size(text: &str) -> Result<u64, String> {
+    let bytes = parse_size(text)?;
+    if !(64 << 10..=256 << 20).contains(&bytes) {
+        return Err(format!(
+            "`{text}` is outside 64Ki..256Mi; 2Mi to 8Mi suits most links"
+        ));
+    }
+    Ok(bytes)
+}
+
+fn parse_blob(text: &str) -> Result<Source, String> {
+    match snapshot::source::parse(text)? {
+        blob @ Source::Blob(_) => Ok(blob),
+        Source::Local(_) => Err(format!(
+            "`{}` is not a blob URL; give https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH",
+            snapshot::source::without_query(text)
+        )),
+    }
+}
+
+/// A prefix names a container and maybe a folder, so a placeholder blob name makes it parse.
+fn parse_blob_prefix(text: &str) -> Result<Source, String> {
+    let (base, query) = match text.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (text, None),
+    };
+    let probe = format!(
+        "{}/_{}",
+        base.trim_end_matches('/'),
+        query.map(|q| format!("?{q}")).unwrap_or_default()
+    );
+    parse_blob(&probe).map_err(|e| e.replace("/_`", "`"))
+}
+
 /// Parses the command line and runs it; returns the process exit code.
 pub fn main_with(args: Vec<OsString>) -> i32 {
     match Cli::try_parse_from(&args) {
         Ok(cli) => match cli.command {
             Command::Run(run_args) => crate::run::run(run_args),
+            Command::Fetch(fetch_args) => crate::commands::fetch(fetch_args),
+            Command::Pack(pack_args) => crate::commands::pack(pack_args),
+            Command::Publish(publish_args) => crate::commands::publish(publish_args),
         },
         Err(error) => match error.kind() {
             ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
@@ -243,6 +455,7 @@ mod tests {
         all.extend_from_slice(args);
         Cli::try_parse_from(all).map(|cli| match cli.command {
             Command::Run(run) => run,
+            other => panic!("not run: {other:?}"),
         })
     }
 

@@ -69,6 +69,12 @@ pub enum AgentError {
         source: io::Error,
     },
 
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+
+    #[error("cannot upload the return value to {destination}: {detail}")]
+    ReturnUpload { destination: String, detail: String },
+
     #[error("internal error: {0}; this is a bug in task-agent, please report it with this message")]
     Internal(String),
 }
@@ -117,6 +123,22 @@ impl AgentError {
             ReturnValueUnreadable { .. } => {
                 (Status::Failed, "return_value_unreadable", exit::DATA, false)
             }
+            Snapshot(error) => {
+                use crate::snapshot::SnapshotError as S;
+                let (exit_code, retryable) = match error {
+                    S::Integrity { .. } | S::Unsafe { .. } | S::Corrupt { .. } => {
+                        (exit::DATA, false)
+                    }
+                    S::NotFound { .. } => (exit::NOT_FOUND, false),
+                    S::Denied { .. } => (exit::PERMISSION, false),
+                    S::Unavailable { .. } => (exit::UNAVAILABLE, true),
+                    S::Workdir { error, .. } if is_permission(error) => (exit::PERMISSION, false),
+                    S::Workdir { .. } => (exit::INTERNAL, false),
+                    S::Cancelled => (exit::TERMINATED, true),
+                };
+                (Status::AgentError, error.kind(), exit_code, retryable)
+            }
+            ReturnUpload { .. } => (Status::AgentError, "return_upload", exit::UNAVAILABLE, true),
             Internal(_) => (Status::AgentError, "internal", exit::INTERNAL, false),
         };
         Disposition {

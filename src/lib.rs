@@ -1,12 +1,14 @@
 //! `task-agent`: the entrypoint of every task pod. See the README for what it does and why.
 
 pub mod cli;
+pub mod commands;
 pub mod error;
 pub mod identity;
 pub mod logging;
 pub mod mask;
 pub mod report;
 pub mod run;
+pub mod snapshot;
 pub mod supervise;
 pub mod units;
 pub mod verdict;

@@ -19,12 +19,14 @@ use crate::error::AgentError;
 use crate::logging::AgentLog;
 use crate::mask::MaskHandle;
 use crate::report::{Outcome, Reporter, ResultFile, Status, return_value};
+use crate::snapshot::{self, SnapshotError};
 use crate::supervise::cgroup::{self, MemoryCgroup};
 use crate::supervise::{
     ChildSpec, Limits, OutputPlan, SignalInbox, StopReason, Supervised, supervise,
 };
 use crate::units::format_bytes;
 use crate::verdict::verdict;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The variable through which the child learns where to write its return value.
 pub const RETURN_FILE_VAR: &str = "TASK_AGENT_RETURN_FILE";
@@ -83,11 +85,14 @@ pub fn run(mut args: RunArgs) -> i32 {
             .unwrap_or_else(|panic| Err(AgentError::Internal(panic_message(panic.as_ref()))))
         }
     };
+    // A failure keeps the phase it happened in, so the record says where things stopped.
+    if result.is_ok() {
+        reporter.set_phase("finished");
+    }
     let outcome = result.unwrap_or_else(|error| {
         tracing::error!(kind = error.disposition().kind, "{error}");
         Outcome::from_error(&error)
     });
-    reporter.set_phase("finished");
     reporter.set_duration("total", millis(started.elapsed()));
     reporter.finish(outcome.clone());
     let peak = reporter.record().resources.peak_memory_bytes;
@@ -113,14 +118,31 @@ fn execute(
     let phase = Instant::now();
     prepare_workdir(&args.workdir)?;
     prepare_return_file(&args.return_file)?;
-    // Snapshot fetch and secrets come here, each timed into durations_ms; the secrets phase
-    // fills `masks` before the child starts.
     reporter.set_duration("prepare", millis(phase.elapsed()));
     tracing::info!(
         phase = "prepare",
         duration_ms = millis(phase.elapsed()),
         "phase finished"
     );
+
+    if let Some(request) = args.snapshot.request() {
+        reporter.set_phase("snapshot");
+        reporter.write_provisional();
+        let phase = Instant::now();
+        let fetched = fetch_snapshot(request, &args.workdir, inbox);
+        reporter.set_duration("snapshot", millis(phase.elapsed()));
+        tracing::info!(
+            phase = "snapshot",
+            duration_ms = millis(phase.elapsed()),
+            "phase finished"
+        );
+        match fetched {
+            Ok(report) => reporter.set_snapshot(report),
+            Err(Interrupted::Signal(signal)) => return Ok(not_started(signal)),
+            Err(Interrupted::Failed(error)) => return Err(error.into()),
+        }
+    }
+    // The secrets phase comes here; it fills `masks` before the child starts.
 
     if let Some(signal) = termination_requested(inbox) {
         tracing::warn!(
@@ -206,6 +228,62 @@ fn limits(args: &RunArgs) -> Limits {
         soft_limit,
         cgroup: cgroup.map(|c| (c, threshold)),
         poll_interval: args.memory_poll_interval.max(Duration::from_millis(10)),
+    }
+}
+
+enum Interrupted {
+    Signal(Signal),
+    Failed(SnapshotError),
+}
+
+/// Fetches the snapshot on a worker thread while this one keeps listening for signals: a
+/// pod deleted during a long download stops it promptly and reports `terminated`.
+fn fetch_snapshot(
+    request: snapshot::Request,
+    workdir: &Path,
+    inbox: &mut SignalInbox,
+) -> Result<snapshot::Report, Interrupted> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let cancel = Arc::clone(&cancel);
+        let workdir = workdir.to_path_buf();
+        std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || snapshot::fetch(&request, &workdir, &cancel))
+    };
+    let worker = worker.map_err(|e| {
+        Interrupted::Failed(SnapshotError::Unavailable {
+            location: String::new(),
+            detail: format!("cannot start the snapshot thread: {e}"),
+        })
+    })?;
+    let mut stop = None;
+    while !worker.is_finished() {
+        let signals = inbox
+            .wait(Some(Duration::from_millis(50)))
+            .unwrap_or_default();
+        if let Some(signal) = signals
+            .into_iter()
+            .find(|s| matches!(s, Signal::SIGTERM | Signal::SIGINT))
+        {
+            tracing::warn!(
+                signal = signal.as_str(),
+                "told to stop while fetching the snapshot"
+            );
+            cancel.store(true, Ordering::Relaxed);
+            stop = Some(signal);
+        }
+    }
+    let fetched = worker.join().unwrap_or_else(|panic| {
+        Err(SnapshotError::Unavailable {
+            location: String::new(),
+            detail: panic_message(panic.as_ref()),
+        })
+    });
+    match (stop, fetched) {
+        (Some(signal), _) => Err(Interrupted::Signal(signal)),
+        (None, Ok(report)) => Ok(report),
+        (None, Err(error)) => Err(Interrupted::Failed(error)),
     }
 }
 

@@ -78,6 +78,10 @@ impl Reporter {
         &mut self.record.resources
     }
 
+    pub fn set_snapshot(&mut self, report: crate::snapshot::Report) {
+        self.record.snapshot = Some(report);
+    }
+
     pub fn set_log_tail(&mut self, lines: Vec<String>) {
         self.record.log_tail = lines;
     }

@@ -54,6 +54,13 @@ pub struct Resources {
     pub cpu_system_ms: u64,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReturnValueRef {
+    pub uri: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Record {
     pub version: u32,
@@ -69,8 +76,11 @@ pub struct Record {
     pub finished_at: Option<String>,
     pub durations_ms: BTreeMap<String, u64>,
     pub resources: Resources,
+    pub snapshot: Option<crate::snapshot::Report>,
     pub return_value: Option<Value>,
     pub return_value_truncated: bool,
+    /// Where a return value too large for the record was uploaded (--return-upload).
+    pub return_value_ref: Option<ReturnValueRef>,
     pub log_tail: Vec<String>,
     pub task: TaskIdentity,
     pub agent_version: &'static str,
@@ -91,8 +101,10 @@ impl Record {
             finished_at: None,
             durations_ms: BTreeMap::new(),
             resources: Resources::default(),
+            snapshot: None,
             return_value: None,
             return_value_truncated: false,
+            return_value_ref: None,
             log_tail: Vec::new(),
             task,
             agent_version: env!("CARGO_PKG_VERSION"),
