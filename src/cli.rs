@@ -47,7 +47,7 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  task-agent run --workdir /workspace --timeout 30m --memory-limit 2Gi \\\n    --result-file /dev/termination-log -- python main.py --date 2026-11-26"
     )]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Fetch, verify and unpack a snapshot into DIR, and nothing else (init containers, debugging).
     #[command(
         after_help = "Prints one JSON line: {\"source\",\"sha256\",\"bytes\",\"files\",\"cache\"}.\n\nExample:\n  task-agent fetch --snapshot https://acct.blob.core.windows.net/code/etl-1.4.tar.gz --workdir /workspace"
@@ -390,7 +390,7 @@ fn parse_blob_prefix(text: &str) -> Result<Source, String> {
 pub fn main_with(args: Vec<OsString>) -> i32 {
     match Cli::try_parse_from(&args) {
         Ok(cli) => match cli.command {
-            Command::Run(run_args) => crate::run::run(run_args),
+            Command::Run(run_args) => crate::run::run(*run_args),
             Command::Fetch(fetch_args) => crate::commands::fetch(fetch_args),
             Command::Pack(pack_args) => crate::commands::pack(pack_args),
             Command::Publish(publish_args) => crate::commands::publish(publish_args),
@@ -454,7 +454,7 @@ mod tests {
         let mut all = vec!["task-agent", "run"];
         all.extend_from_slice(args);
         Cli::try_parse_from(all).map(|cli| match cli.command {
-            Command::Run(run) => run,
+            Command::Run(run) => *run,
             other => panic!("not run: {other:?}"),
         })
     }

@@ -14,7 +14,7 @@ use crate::snapshot::{self, Source, Transfer, blob, pack::pack as pack_dir, stre
 use crate::supervise::LogFormat;
 
 pub fn fetch(args: FetchArgs) -> i32 {
-    let masks = credential_masks(args.snapshot.snapshot.as_ref());
+    let masks = credential_masks([args.snapshot.snapshot.as_ref()]);
     install_log(args.log_format, args.log_level, &masks);
     let Some(request) = args.snapshot.request() else {
         return fail(&AgentError::Usage(
@@ -55,7 +55,7 @@ pub fn pack(args: PackArgs) -> i32 {
 }
 
 pub fn publish(args: PublishArgs) -> i32 {
-    let masks = credential_masks(Some(&args.to));
+    let masks = credential_masks([Some(&args.to)]);
     install_log(LogFormat::Text, LogLevel::Info, &masks);
     let Source::Blob(location) = &args.to else {
         return fail(&AgentError::Usage("--to must be a blob URL".into()));
@@ -109,14 +109,20 @@ fn tempfile_path() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("task-agent-publish-{}.tar.gz", std::process::id()))
 }
 
-/// A masker for the credentials a blob operation may hold, so no log line can carry them.
-pub fn credential_masks(source: Option<&Source>) -> MaskHandle {
+/// A masker for the credentials blob operations may hold (SAS queries, account keys from
+/// the environment), so no log line, error or record can carry them.
+pub fn credential_masks<'a>(sources: impl IntoIterator<Item = Option<&'a Source>>) -> MaskHandle {
     let masks = MaskHandle::default();
-    let sas = match source {
-        Some(Source::Blob(location)) => location.sas.as_deref(),
-        _ => None,
-    };
-    let secrets = blob::auth::secrets_to_mask(sas, &|name| std::env::var(name).ok());
+    let env = |name: &str| std::env::var(name).ok();
+    let mut secrets = blob::auth::secrets_to_mask(None, &env);
+    for source in sources.into_iter().flatten() {
+        if let Source::Blob(location) = source {
+            secrets.extend(blob::auth::secrets_to_mask(
+                location.sas.as_deref(),
+                &|_| None,
+            ));
+        }
+    }
     if let Ok(masker) = Masker::new(secrets) {
         masks.set(masker);
     }

@@ -19,7 +19,9 @@ use crate::error::AgentError;
 use crate::logging::AgentLog;
 use crate::mask::MaskHandle;
 use crate::report::{Outcome, Reporter, ResultFile, Status, return_value};
-use crate::snapshot::{self, SnapshotError};
+use crate::report::{ReturnValue, ReturnValueRef};
+use crate::snapshot::source::BlobLocation;
+use crate::snapshot::{self, SnapshotError, Source};
 use crate::supervise::cgroup::{self, MemoryCgroup};
 use crate::supervise::{
     ChildSpec, Limits, OutputPlan, SignalInbox, StopReason, Supervised, supervise,
@@ -44,7 +46,10 @@ pub fn run(mut args: RunArgs) -> i32 {
     }
     // First, before any thread exists (see SignalInbox::install).
     let inbox = SignalInbox::install();
-    let masks = MaskHandle::default();
+    let masks = crate::commands::credential_masks([
+        args.snapshot.snapshot.as_ref(),
+        args.return_upload.as_ref(),
+    ]);
     let identity = args.task.identity();
     let identity_members: Arc<str> = identity.json_members().into();
     AgentLog::new(
@@ -187,8 +192,18 @@ fn execute(
     reporter.set_log_tail(ran.log_tail.clone());
     let mut outcome = verdict(&ran);
     if outcome.status == Status::Succeeded {
-        match return_value::read(&args.return_file) {
-            Ok(value) => reporter.set_return_value(value),
+        let read = return_value::read(&args.return_file).and_then(|value| {
+            match (&value, &args.return_upload) {
+                (ReturnValue::TooLarge { .. }, Some(Source::Blob(prefix))) => {
+                    let uploaded = upload_return_value(&args.return_file, prefix)?;
+                    reporter.set_return_value_ref(uploaded);
+                }
+                _ => reporter.set_return_value(value),
+            }
+            Ok(())
+        });
+        match read {
+            Ok(()) => {}
             Err(error) => {
                 tracing::error!("{error}");
                 outcome = Outcome {
@@ -199,6 +214,35 @@ fn execute(
         }
     }
     Ok(outcome)
+}
+
+/// Uploads a return value too large for the record to `PREFIX/SHA256.json`: named by its
+/// content, so a retried task that returns the same value writes the same blob.
+fn upload_return_value(path: &Path, prefix: &BlobLocation) -> Result<ReturnValueRef, AgentError> {
+    use sha2::Digest;
+    let bytes = fs::read(path).map_err(|source| AgentError::ReturnValueUnreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let sha256 = snapshot::stream::hex(&sha2::Sha256::digest(&bytes));
+    let mut target = prefix.clone();
+    if let Ok(mut segments) = target.url.path_segments_mut() {
+        segments.pop().push(&format!("{sha256}.json"));
+    }
+    let size = bytes.len() as u64;
+    let started = Instant::now();
+    snapshot::blob::upload::upload(&target, bytes, &snapshot::Transfer::default()).map_err(
+        |error| AgentError::ReturnUpload {
+            destination: target.url.to_string(),
+            detail: error.to_string(),
+        },
+    )?;
+    tracing::info!(uri = %target.url, bytes = size, duration_ms = millis(started.elapsed()), "return value uploaded");
+    Ok(ReturnValueRef {
+        uri: target.url.to_string(),
+        sha256,
+        bytes: size,
+    })
 }
 
 fn record_resources(reporter: &mut Reporter, ran: &Supervised) {

@@ -7,13 +7,13 @@ pub mod return_value;
 
 use std::time::SystemTime;
 
-pub use record::{ErrorInfo, RECORD_BUDGET, Record, Resources, Status};
+pub use record::{ErrorInfo, RECORD_BUDGET, Record, Resources, ReturnValueRef, Status};
 pub use result_file::ResultFile;
 
 use crate::error::AgentError;
 use crate::identity::TaskIdentity;
 use crate::mask::MaskHandle;
-use return_value::ReturnValue;
+pub use return_value::ReturnValue;
 
 pub fn timestamp(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
@@ -80,6 +80,10 @@ impl Reporter {
 
     pub fn set_snapshot(&mut self, report: crate::snapshot::Report) {
         self.record.snapshot = Some(report);
+    }
+
+    pub fn set_return_value_ref(&mut self, reference: ReturnValueRef) {
+        self.record.return_value_ref = Some(reference);
     }
 
     pub fn set_log_tail(&mut self, lines: Vec<String>) {

@@ -182,10 +182,35 @@ fn local_error(path: &Path, error: io::Error) -> SnapshotError {
     }
 }
 
-struct Unpacked {
-    sha256: String,
-    bytes: u64,
-    files: u64,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpacked {
+    pub sha256: String,
+    pub bytes: u64,
+    pub files: u64,
+}
+
+/// Unpacks an archive from any reader into `workdir` under `budget` (the benches' way in:
+/// no source, cache or pin).
+pub fn unpack_archive(
+    raw: impl Read,
+    workdir: &Path,
+    budget: Budget,
+) -> Result<Unpacked, SnapshotError> {
+    let request = Request {
+        source: Source::Local(PathBuf::from("(stream)")),
+        sha256: None,
+        cache_dir: None,
+        budget,
+        transfer: Transfer::default(),
+    };
+    unpack(
+        raw,
+        None,
+        workdir,
+        &request,
+        "(stream)",
+        &AtomicBool::new(false),
+    )
 }
 
 /// One streaming pass over `raw`: digest, unpack, verify. On any failure the workdir is

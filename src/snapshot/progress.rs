@@ -102,7 +102,7 @@ mod tests {
         assert!(line.starts_with("[#####.....]  50%"), "{line}");
         assert!(line.contains("/s"), "{line}");
         assert!(
-            bar(1, None, Duration::ZERO, 10).ends_with("0B/s"),
+            bar(1, None, Duration::ZERO, 10).ends_with("0 B/s"),
             "{}",
             bar(1, None, Duration::ZERO, 10)
         );

@@ -147,6 +147,35 @@ fn from_connection_string(text: &str, account: &str) -> Result<Auth, String> {
     }
 }
 
+/// Credential values the agent may hold for Blob Storage, for the masker: whatever path
+/// an error or a log line takes, these never come out.
+pub fn secrets_to_mask(sas: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut secrets: Vec<String> = sas.into_iter().map(str::to_string).collect();
+    if let Some(sas) = sas {
+        secrets.extend(
+            sas.split('&')
+                .filter_map(|pair| pair.strip_prefix("sig="))
+                .map(str::to_string),
+        );
+    }
+    secrets.extend(env("AZURE_STORAGE_KEY"));
+    if let Some(text) = env("AZURE_STORAGE_CONNECTION_STRING") {
+        for part in text.split(';') {
+            if let Some((name, value)) = part.split_once('=')
+                && matches!(
+                    name.trim().to_ascii_lowercase().as_str(),
+                    "accountkey" | "sharedaccesssignature"
+                )
+            {
+                secrets.push(value.trim().to_string());
+            }
+        }
+        secrets.push(text);
+    }
+    secrets.retain(|s| s.len() >= 4);
+    secrets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,33 +250,4 @@ mod tests {
             "{err}"
         );
     }
-}
-
-/// Credential values the agent may hold for Blob Storage, for the masker: whatever path
-/// an error or a log line takes, these never come out.
-pub fn secrets_to_mask(sas: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
-    let mut secrets: Vec<String> = sas.into_iter().map(str::to_string).collect();
-    if let Some(sas) = sas {
-        secrets.extend(
-            sas.split('&')
-                .filter_map(|pair| pair.strip_prefix("sig="))
-                .map(str::to_string),
-        );
-    }
-    secrets.extend(env("AZURE_STORAGE_KEY"));
-    if let Some(text) = env("AZURE_STORAGE_CONNECTION_STRING") {
-        for part in text.split(';') {
-            if let Some((name, value)) = part.split_once('=')
-                && matches!(
-                    name.trim().to_ascii_lowercase().as_str(),
-                    "accountkey" | "sharedaccesssignature"
-                )
-            {
-                secrets.push(value.trim().to_string());
-            }
-        }
-        secrets.push(text);
-    }
-    secrets.retain(|s| s.len() >= 4);
-    secrets
 }

@@ -263,7 +263,7 @@ mod tests {
     fn the_failure_is_found_under_layers_of_wrapping() {
         let slot = Arc::new(Mutex::new(Some(SnapshotError::Cancelled)));
         let inner = io::Error::other(Upstream(Arc::clone(&slot)));
-        let wrapped = io::Error::new(io::ErrorKind::Other, inner);
+        let wrapped = io::Error::other(inner);
         assert!(matches!(
             take_failure(&wrapped),
             Some(SnapshotError::Cancelled)

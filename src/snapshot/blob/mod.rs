@@ -51,8 +51,10 @@ impl Connection {
         })?;
         let mut url: Url = location.request_url();
         let mut secrets: Vec<String> = location.sas.iter().cloned().collect();
-        let mut options = BlobClientOptions::default();
-        options.client_options = client_options(transfer);
+        let mut options = BlobClientOptions {
+            client_options: client_options(transfer),
+            ..Default::default()
+        };
         let credential: Option<Arc<dyn TokenCredential>> = match &auth {
             Auth::Sas | Auth::Anonymous => None,
             Auth::ConnectionSas(sas) => {

@@ -35,7 +35,7 @@ impl Policy for SharedKeyPolicy {
         request.insert_header("x-ms-date", to_rfc7231(&OffsetDateTime::now_utc()));
         let content_length = match request.body() {
             Body::Bytes(bytes) => bytes.len() as u64,
-            Body::SeekableStream(stream) => stream.len().unwrap_or(0) as u64,
+            Body::SeekableStream(stream) => stream.len().unwrap_or(0),
         };
         let headers: Vec<(String, String)> = request
             .headers()
