@@ -125,6 +125,10 @@ pub struct SnapshotArgs {
     #[arg(long, env = "TASK_AGENT_SNAPSHOT_RETRY_BUDGET", value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub snapshot_retry_budget: Duration,
 
+    /// A download that delivers nothing for this long is treated as broken and resumed.
+    #[arg(long, env = "TASK_AGENT_SNAPSHOT_STALL_TIMEOUT", value_name = "DURATION", value_parser = parse_duration, default_value = "20s")]
+    pub snapshot_stall_timeout: Duration,
+
     /// Ranged reads in flight at once (1: one streaming GET).
     #[arg(long, env = "TASK_AGENT_SNAPSHOT_PARALLELISM", value_name = "N", default_value_t = 1,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16))]
@@ -153,6 +157,7 @@ impl SnapshotArgs {
                 retry_budget: self.snapshot_retry_budget,
                 parallelism: self.snapshot_parallelism,
                 block_size: usize::try_from(self.snapshot_block_size).unwrap_or(4 << 20),
+                stall_timeout: self.snapshot_stall_timeout.max(Duration::from_millis(100)),
             },
         })
     }

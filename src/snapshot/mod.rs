@@ -39,6 +39,8 @@ pub struct Transfer {
     pub parallelism: usize,
     /// Size of each ranged read.
     pub block_size: usize,
+    /// A connection that delivers nothing for this long is broken: it is resumed.
+    pub stall_timeout: Duration,
 }
 
 impl Default for Transfer {
@@ -47,6 +49,7 @@ impl Default for Transfer {
             retry_budget: Duration::from_secs(30),
             parallelism: 1,
             block_size: 4 << 20,
+            stall_timeout: Duration::from_secs(20),
         }
     }
 }

@@ -1,11 +1,20 @@
 //! Shared by the integration tests: running the real `task-agent` binary in a scratch
-//! directory and reading back the record it wrote. Each test file uses only some of it.
+//! directory and reading back the record it wrote, and the services it talks to for
+//! snapshots (Azurite, an Entra ID token endpoint stand-in, a fault-injecting proxy, TLS
+//! for them). Each test file uses only some of it.
 
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod archive;
 pub mod assertions;
+pub mod azurite;
+pub mod entra;
+pub mod http;
 pub mod procs;
+pub mod proxy;
+pub mod sas;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -23,8 +23,6 @@ use crate::snapshot::source::BlobLocation;
 const CHANNEL_CHUNKS: usize = 64;
 /// A single stream asks for the whole blob in one ranged GET.
 const WHOLE_BLOB: usize = 1 << 46;
-/// A connection that delivers nothing for this long is treated as broken and resumed.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct Download {
     chunks: mpsc::Receiver<Result<Bytes, SnapshotError>>,
@@ -188,7 +186,7 @@ async fn pump(
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    match tokio::time::timeout(STALL_TIMEOUT, body.next()).await {
+                    match tokio::time::timeout(transfer.stall_timeout, body.next()).await {
                         Ok(Some(Ok(bytes))) => {
                             offset += bytes.len() as u64;
                             attempt = 0;
@@ -204,7 +202,12 @@ async fn pump(
                                 total.unwrap_or(0)
                             );
                         }
-                        Err(_) => break format!("no data for {}s", STALL_TIMEOUT.as_secs()),
+                        Err(_) => {
+                            break format!(
+                                "no data for {:.1}s",
+                                transfer.stall_timeout.as_secs_f64()
+                            );
+                        }
                     }
                 }
             }
