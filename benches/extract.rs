@@ -50,10 +50,11 @@ fn scratch_root() -> PathBuf {
 fn bench(c: &mut Criterion) {
     // `cargo test` runs each bench once in a debug build to keep it from rotting: there,
     // small inputs; `cargo bench` passes --bench and gets the real sizes.
-    let large_size = if std::env::args().any(|a| a == "--bench") {
-        16 << 20
+    let full = std::env::args().any(|a| a == "--bench");
+    let (small_count, large_size) = if full {
+        (2000, 16 << 20)
     } else {
-        1 << 20
+        (100, 1 << 20)
     };
     let small: Vec<(String, Vec<u8>)> = (0..small_count)
         .map(|i| {
