@@ -288,24 +288,47 @@ fn fetch_snapshot(
     inbox: &mut SignalInbox,
 ) -> Result<snapshot::Report, Interrupted> {
     let cancel = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
     let worker = {
         let cancel = Arc::clone(&cancel);
         let workdir = workdir.to_path_buf();
         std::thread::Builder::new()
             .name("snapshot".into())
-            .spawn(move || snapshot::fetch(&request, &workdir, &cancel))
+            .spawn(move || {
+                let fetched = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    snapshot::fetch(&request, &workdir, &cancel)
+                }))
+                .unwrap_or_else(|panic| {
+                    Err(SnapshotError::Unavailable {
+                        location: String::new(),
+                        detail: panic_message(panic.as_ref()),
+                    })
+                });
+                let _ = done_tx.send(fetched);
+                // Wakes the main thread's signalfd at once; no child exists yet, so a
+                // SIGCHLD means nothing else here.
+                let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGCHLD);
+            })
     };
-    let worker = worker.map_err(|e| {
-        Interrupted::Failed(SnapshotError::Unavailable {
+    if let Err(e) = worker {
+        return Err(Interrupted::Failed(SnapshotError::Unavailable {
             location: String::new(),
             detail: format!("cannot start the snapshot thread: {e}"),
-        })
-    })?;
+        }));
+    }
     let mut stop = None;
-    while !worker.is_finished() {
-        let signals = inbox
-            .wait(Some(Duration::from_millis(50)))
-            .unwrap_or_default();
+    let fetched = loop {
+        match done_rx.try_recv() {
+            Ok(fetched) => break fetched,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                break Err(SnapshotError::Unavailable {
+                    location: String::new(),
+                    detail: "the snapshot thread ended without a result".into(),
+                });
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+        }
+        let signals = inbox.wait(Some(Duration::from_secs(1))).unwrap_or_default();
         if let Some(signal) = signals
             .into_iter()
             .find(|s| matches!(s, Signal::SIGTERM | Signal::SIGINT))
@@ -317,13 +340,7 @@ fn fetch_snapshot(
             cancel.store(true, Ordering::Relaxed);
             stop = Some(signal);
         }
-    }
-    let fetched = worker.join().unwrap_or_else(|panic| {
-        Err(SnapshotError::Unavailable {
-            location: String::new(),
-            detail: panic_message(panic.as_ref()),
-        })
-    });
+    };
     match (stop, fetched) {
         (Some(signal), _) => Err(Interrupted::Signal(signal)),
         (None, Ok(report)) => Ok(report),
