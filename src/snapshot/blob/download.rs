@@ -20,7 +20,7 @@ use crate::snapshot::error::SnapshotError;
 use crate::snapshot::source::BlobLocation;
 
 /// Chunks in flight between the network thread and the unpacker.
-const CHANNEL_CHUNKS: usize = 64;
+const CHANNEL_CHUNKS: usize = 16;
 /// A single stream asks for the whole blob in one ranged GET.
 const WHOLE_BLOB: usize = 1 << 46;
 

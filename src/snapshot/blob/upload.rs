@@ -27,6 +27,11 @@ pub fn upload(
         .block_on(connection.client.upload(content, None))
         .map(drop)
         .map_err(|error| match connection.classify(&error) {
+            // A write only gets 404 when the container is missing.
+            Classified::Permanent(SnapshotError::NotFound { location, .. }) => SnapshotError::NotFound {
+                location,
+                detail: "its container does not exist; create it first (az storage container create --name CONTAINER)".into(),
+            },
             Classified::Permanent(error) => error,
             Classified::Transient(detail) => SnapshotError::Unavailable {
                 location: connection.shown.clone(),
