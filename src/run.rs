@@ -90,10 +90,6 @@ pub fn run(mut args: RunArgs) -> i32 {
             .unwrap_or_else(|panic| Err(AgentError::Internal(panic_message(panic.as_ref()))))
         }
     };
-    // A failure keeps the phase it happened in, so the record says where things stopped.
-    if result.is_ok() {
-        reporter.set_phase("finished");
-    }
     let outcome = result.unwrap_or_else(|error| {
         tracing::error!(kind = error.disposition().kind, "{error}");
         Outcome::from_error(&error)
@@ -213,6 +209,9 @@ fn execute(
             }
         }
     }
+    // Only a task whose command ran gets here; every other end keeps the phase it happened
+    // in, so the record says where things stopped.
+    reporter.set_phase("finished");
     Ok(outcome)
 }
 
@@ -316,7 +315,6 @@ fn fetch_snapshot(
             detail: format!("cannot start the snapshot thread: {e}"),
         }));
     }
-    let mut stop = None;
     let fetched = loop {
         match done_rx.try_recv() {
             Ok(fetched) => break fetched,
@@ -337,15 +335,13 @@ fn fetch_snapshot(
                 signal = signal.as_str(),
                 "told to stop while fetching the snapshot"
             );
+            // The worker stops at its next read; the pod is going away, so the record is
+            // written now rather than after a stalled connection gives up.
             cancel.store(true, Ordering::Relaxed);
-            stop = Some(signal);
+            return Err(Interrupted::Signal(signal));
         }
     };
-    match (stop, fetched) {
-        (Some(signal), _) => Err(Interrupted::Signal(signal)),
-        (None, Ok(report)) => Ok(report),
-        (None, Err(error)) => Err(Interrupted::Failed(error)),
-    }
+    fetched.map_err(Interrupted::Failed)
 }
 
 /// A SIGTERM or SIGINT that arrived while preparing: the pod is going away, so the command
