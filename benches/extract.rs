@@ -67,9 +67,9 @@ fn bench(c: &mut Criterion) {
     let large: Vec<(String, Vec<u8>)> = (0..4)
         .map(|i| {
             let data = if i % 2 == 0 {
-                source_like(16 << 20, i)
+                source_like(large_size, i)
             } else {
-                noise(16 << 20, i as u64 + 1)
+                noise(large_size, i as u64 + 1)
             };
             (format!("data/blob_{i}.bin"), data)
         })
