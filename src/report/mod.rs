@@ -82,8 +82,10 @@ impl Reporter {
         self.record.snapshot = Some(report);
     }
 
+    /// A return value too large for the record, uploaded: the record points at it.
     pub fn set_return_value_ref(&mut self, reference: ReturnValueRef) {
         self.record.return_value_ref = Some(reference);
+        self.record.return_value_truncated = true;
     }
 
     pub fn set_log_tail(&mut self, lines: Vec<String>) {

@@ -221,6 +221,19 @@ impl Azurite {
         url
     }
 
+    /// Deletes the blob; it must exist.
+    pub fn delete(&self, container: &str, path: &str) {
+        let url = format!("{}?{}", self.blob_url(container, path), self.setup_sas());
+        let response = self.request("DELETE", &url, &[], &[]);
+        assert_eq!(
+            response.status,
+            202,
+            "delete {container}/{path}: {} {}",
+            response.reason,
+            response.text()
+        );
+    }
+
     /// The blob's content, or `None` if there is no such blob.
     pub fn download(&self, container: &str, path: &str) -> Option<Vec<u8>> {
         let url = format!("{}?{}", self.blob_url(container, path), self.setup_sas());

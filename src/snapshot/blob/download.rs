@@ -194,7 +194,7 @@ async fn pump(
                                 return;
                             }
                         }
-                        Ok(Some(Err(error))) => break connection.redact(&error.to_string()),
+                        Ok(Some(Err(error))) => break connection.redact(&super::describe(&error)),
                         Ok(None) if offset >= total.unwrap_or(0) => return,
                         Ok(None) => {
                             break format!(
@@ -224,9 +224,9 @@ async fn pump(
             let error = SnapshotError::Unavailable {
                 location: connection.shown.clone(),
                 detail: format!(
-                    "gave up after {attempt} attempts in {:.1}s (--snapshot-retry-budget {}s): {why}",
+                    "gave up after {:.1}s of retries (--snapshot-retry-budget {}): {why}",
                     started.elapsed().as_secs_f64(),
-                    transfer.retry_budget.as_secs()
+                    humantime::format_duration(transfer.retry_budget)
                 ),
             };
             return fail(&mut first, error).await;

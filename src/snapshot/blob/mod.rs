@@ -8,6 +8,7 @@ pub mod shared_key;
 pub mod upload;
 
 use std::num::NonZero;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
@@ -32,7 +33,30 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The SDK panics while building an HTTP client when no CA certificate can be loaded;
+    /// that becomes an error saying what is missing instead of a crash.
     pub fn open(location: &BlobLocation, transfer: &Transfer) -> Result<Connection, SnapshotError> {
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let opened =
+            std::panic::catch_unwind(AssertUnwindSafe(|| Connection::build(location, transfer)));
+        std::panic::set_hook(quiet);
+        opened.unwrap_or_else(|panic| {
+            let detail = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(SnapshotError::Unavailable {
+                location: location.url.to_string(),
+                detail: format!(
+                    "cannot set up https ({detail}); install CA certificates (ca-certificates) or point SSL_CERT_FILE at a bundle"
+                ),
+            })
+        })
+    }
+
+    fn build(location: &BlobLocation, transfer: &Transfer) -> Result<Connection, SnapshotError> {
         let shown = location.url.to_string();
         let unavailable = |detail: String| SnapshotError::Unavailable {
             location: shown.clone(),
@@ -107,7 +131,7 @@ impl Connection {
 
     /// The snapshot error for a failed request; `None` when it is worth retrying.
     pub fn classify(&self, error: &azure_core::Error) -> Classified {
-        let detail = self.redact(&error.to_string());
+        let detail = self.redact(&describe(error));
         let source = self.shown.clone();
         match error.http_status() {
             Some(StatusCode::NotFound) => Classified::Permanent(SnapshotError::NotFound { location: source, detail: "HTTP 404".into() }),
@@ -138,6 +162,23 @@ impl Connection {
             _ => Classified::Transient(detail),
         }
     }
+}
+
+/// An error with its chain of causes (where TLS and connection problems are named),
+/// without repeating a cause its parent already quotes.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let part = inner.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = inner.source();
+    }
+    // Service messages span lines; a log line must not.
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 pub enum Classified {
