@@ -13,6 +13,7 @@ use crate::error::{AgentError, exit};
 use crate::identity::TaskIdentity;
 use crate::logging::LogLevel;
 use crate::report::{Outcome, Reporter, ResultFile};
+use crate::secrets;
 use crate::snapshot::{self, Source};
 use crate::supervise::LogFormat;
 use crate::units::{parse_duration, parse_size};
@@ -163,6 +164,115 @@ impl SnapshotArgs {
     }
 }
 
+/// Secrets the child gets, and the tenant policy that bounds them.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Secrets")]
+pub struct SecretArgs {
+    /// Set the child's variable ENV_NAME to a secret. REF: https://VAULT.vault.azure.net/secrets/NAME[/VERSION],
+    /// VAULT/NAME[/VERSION], env:NAME or file:PATH. Repeatable.
+    #[arg(
+        long = "secret",
+        env = "TASK_AGENT_SECRET",
+        value_name = "ENV_NAME=REF",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub secret: Vec<String>,
+
+    /// Write a secret to PATH under --secrets-dir (mode 0400). Repeatable.
+    #[arg(
+        long = "secret-file",
+        env = "TASK_AGENT_SECRET_FILE",
+        value_name = "PATH=REF",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub secret_file: Vec<String>,
+
+    /// A JSON or YAML list of secrets: `- {env: NAME, ref: REF}` or `- {file: PATH, ref: REF}`.
+    #[arg(long, env = "TASK_AGENT_SECRETS_FROM", value_name = "FILE")]
+    pub secrets_from: Option<PathBuf>,
+
+    /// Where --secret-file secrets are written (mount a memory-backed emptyDir there).
+    #[arg(
+        long,
+        env = "TASK_AGENT_SECRETS_DIR",
+        value_name = "DIR",
+        default_value = "/run/secrets"
+    )]
+    pub secrets_dir: PathBuf,
+
+    /// Vaults this task may read, by name or host (set by the platform, not the user).
+    #[arg(
+        long,
+        env = "TASK_AGENT_ALLOWED_VAULTS",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub allowed_vaults: Option<Vec<String>>,
+
+    /// The tenant policy file the chart mounts (`allowed_vaults:` or `tenants: {NAME: {allowed_vaults:}}`).
+    #[arg(long, env = "TASK_AGENT_POLICY_FILE", value_name = "FILE")]
+    pub policy_file: Option<PathBuf>,
+
+    /// DNS suffix of short VAULT/NAME references (sovereign clouds: vault.usgovcloudapi.net, vault.azure.cn).
+    #[arg(long, env = "TASK_AGENT_VAULT_SUFFIX", value_name = "SUFFIX", default_value = secrets::reference::PUBLIC_VAULT_SUFFIX)]
+    pub vault_suffix: String,
+
+    /// Total time spent retrying Key Vault (throttling, 5xx, unreachable) before exiting 69.
+    #[arg(long, env = "TASK_AGENT_SECRETS_RETRY_BUDGET", value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub secrets_retry_budget: Duration,
+}
+
+impl SecretArgs {
+    /// What the task asks for and the policy that applies; `Ok(None)` when it asks for nothing.
+    pub fn request(&self, tenant: Option<&str>) -> Result<Option<secrets::Request>, String> {
+        let mut wanted = Vec::new();
+        for text in &self.secret {
+            wanted.push(
+                secrets::spec::parse_env(text, &self.vault_suffix)
+                    .map_err(|e| format!("--secret: {e}"))?,
+            );
+        }
+        for text in &self.secret_file {
+            wanted.push(
+                secrets::spec::parse_file(text, &self.vault_suffix)
+                    .map_err(|e| format!("--secret-file: {e}"))?,
+            );
+        }
+        if let Some(path) = &self.secrets_from {
+            let origin = format!("--secrets-from {}", path.display());
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("{origin}: cannot read it: {e}"))?;
+            wanted.extend(secrets::spec::parse_list(
+                &text,
+                &origin,
+                &self.vault_suffix,
+            )?);
+        }
+        secrets::spec::check_unique(&wanted)?;
+        let mut policy = match &self.allowed_vaults {
+            Some(list) => secrets::VaultPolicy::allow(list.clone()),
+            None => secrets::VaultPolicy::unrestricted(),
+        };
+        if let Some(path) = &self.policy_file {
+            let origin = format!("--policy-file {}", path.display());
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("{origin}: cannot read it: {e}"))?;
+            policy = policy.and(secrets::policy::from_file(&text, &origin, tenant)?);
+        }
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(secrets::Request {
+            wanted,
+            policy,
+            secrets_dir: self.secrets_dir.clone(),
+            retry_budget: self.secrets_retry_budget,
+        }))
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct FetchArgs {
     /// Directory to unpack into; created if missing.
@@ -281,6 +391,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
+
+    #[command(flatten)]
+    pub secrets: SecretArgs,
 
     #[command(flatten)]
     pub task: TaskArgs,

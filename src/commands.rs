@@ -113,6 +113,16 @@ fn tempfile_path() -> std::path::PathBuf {
 /// the environment), so no log line, error or record can carry them.
 pub fn credential_masks<'a>(sources: impl IntoIterator<Item = Option<&'a Source>>) -> MaskHandle {
     let masks = MaskHandle::default();
+    if let Ok(masker) = Masker::new(credential_secrets(sources)) {
+        masks.set(masker);
+    }
+    masks
+}
+
+/// The credential values themselves, for a masker that also holds other secrets.
+pub fn credential_secrets<'a>(
+    sources: impl IntoIterator<Item = Option<&'a Source>>,
+) -> Vec<String> {
     let env = |name: &str| std::env::var(name).ok();
     let mut secrets = blob::auth::secrets_to_mask(None, &env);
     for source in sources.into_iter().flatten() {
@@ -123,10 +133,12 @@ pub fn credential_masks<'a>(sources: impl IntoIterator<Item = Option<&'a Source>
             ));
         }
     }
-    if let Ok(masker) = Masker::new(secrets) {
-        masks.set(masker);
-    }
-    masks
+    secrets.extend(
+        std::env::var("AZURE_CLIENT_SECRET")
+            .ok()
+            .filter(|s| s.len() >= 4),
+    );
+    secrets
 }
 
 fn install_log(format: LogFormat, level: LogLevel, masks: &MaskHandle) {

@@ -72,6 +72,9 @@ pub enum AgentError {
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
 
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+
     #[error("cannot upload the return value to {destination}: {detail}")]
     ReturnUpload { destination: String, detail: String },
 
@@ -135,6 +138,17 @@ impl AgentError {
                     S::Workdir { error, .. } if is_permission(error) => (exit::PERMISSION, false),
                     S::Workdir { .. } => (exit::INTERNAL, false),
                     S::Cancelled => (exit::TERMINATED, true),
+                };
+                (Status::AgentError, error.kind(), exit_code, retryable)
+            }
+            Secret(error) => {
+                use crate::secrets::SecretError as S;
+                let (exit_code, retryable) = match error {
+                    S::NotFound { .. } | S::Local { .. } => (exit::NOT_FOUND, false),
+                    S::Denied { .. } | S::PolicyDenied { .. } => (exit::PERMISSION, false),
+                    S::Unavailable { .. } => (exit::UNAVAILABLE, true),
+                    S::File { error, .. } if is_permission(error) => (exit::PERMISSION, false),
+                    S::File { .. } => (exit::INTERNAL, false),
                 };
                 (Status::AgentError, error.kind(), exit_code, retryable)
             }

@@ -8,6 +8,7 @@ pub mod logging;
 pub mod mask;
 pub mod report;
 pub mod run;
+pub mod secrets;
 pub mod snapshot;
 pub mod supervise;
 pub mod units;

@@ -17,9 +17,10 @@ use nix::sys::signal::Signal;
 use crate::cli::{RunArgs, default_result_file};
 use crate::error::AgentError;
 use crate::logging::AgentLog;
-use crate::mask::MaskHandle;
+use crate::mask::{MaskHandle, Masker};
 use crate::report::{Outcome, Reporter, ResultFile, Status, return_value};
 use crate::report::{ReturnValue, ReturnValueRef};
+use crate::secrets;
 use crate::snapshot::source::BlobLocation;
 use crate::snapshot::{self, SnapshotError, Source};
 use crate::supervise::cgroup::{self, MemoryCgroup};
@@ -46,10 +47,14 @@ pub fn run(mut args: RunArgs) -> i32 {
     }
     // First, before any thread exists (see SignalInbox::install).
     let inbox = SignalInbox::install();
-    let masks = crate::commands::credential_masks([
+    let credentials = crate::commands::credential_secrets([
         args.snapshot.snapshot.as_ref(),
         args.return_upload.as_ref(),
     ]);
+    let masks = MaskHandle::default();
+    if let Ok(masker) = Masker::new(&credentials) {
+        masks.set(masker);
+    }
     let identity = args.task.identity();
     let identity_members: Arc<str> = identity.json_members().into();
     AgentLog::new(
@@ -85,7 +90,14 @@ pub fn run(mut args: RunArgs) -> i32 {
         (None, Ok(mut inbox)) => {
             // A bug in a phase must still end in a record, not in a bare panic message.
             std::panic::catch_unwind(AssertUnwindSafe(|| {
-                execute(&args, &mut reporter, &mut inbox, identity_members, &masks)
+                execute(
+                    &args,
+                    &mut reporter,
+                    &mut inbox,
+                    identity_members,
+                    &masks,
+                    &credentials,
+                )
             }))
             .unwrap_or_else(|panic| Err(AgentError::Internal(panic_message(panic.as_ref()))))
         }
@@ -113,10 +125,16 @@ fn execute(
     inbox: &mut SignalInbox,
     identity_members: Arc<str>,
     masks: &MaskHandle,
+    credentials: &[String],
 ) -> Result<Outcome, AgentError> {
     reporter.set_phase("prepare");
     reporter.write_provisional();
     let phase = Instant::now();
+    // A malformed secret list is a usage error, found before anything is fetched.
+    let secrets_request = args
+        .secrets
+        .request(args.task.tenant.as_deref())
+        .map_err(AgentError::Usage)?;
     prepare_workdir(&args.workdir)?;
     prepare_return_file(&args.return_file)?;
     reporter.set_duration("prepare", millis(phase.elapsed()));
@@ -143,7 +161,28 @@ fn execute(
             Err(Interrupted::Failed(error)) => return Err(error.into()),
         }
     }
-    // The secrets phase comes here; it fills `masks` before the child starts.
+    let mut delivery = None;
+    if let Some(request) = secrets_request {
+        reporter.set_phase("secrets");
+        reporter.write_provisional();
+        let phase = Instant::now();
+        let delivered = secrets::deliver(&request);
+        tracing::info!(
+            phase = "secrets",
+            duration_ms = millis(phase.elapsed()),
+            "phase finished"
+        );
+        let delivered = delivered?;
+        // Every value joins the masker before the child can print it.
+        let values = credentials
+            .iter()
+            .map(String::as_str)
+            .chain(delivered.values());
+        masks.set(Masker::new(values).map_err(AgentError::Internal)?);
+        reporter.set_duration("secrets", millis(phase.elapsed()));
+        reporter.set_secrets(delivered.report);
+        delivery = Some(delivered);
+    }
 
     if let Some(signal) = termination_requested(inbox) {
         tracing::warn!(
@@ -155,10 +194,27 @@ fn execute(
 
     let limits = limits(args);
     reporter.resources_mut().memory_limit_bytes = limits.soft_limit;
-    let spec = ChildSpec {
+    let mut env = child_env(std::env::vars_os(), &args.return_file);
+    if let Some(delivered) = delivery.take() {
+        env.retain(|(key, _)| {
+            !delivered
+                .env
+                .iter()
+                .any(|(name, _)| key.as_os_str() == name.as_str())
+        });
+        env.extend(
+            delivered
+                .env
+                .iter()
+                .map(|(name, value)| (OsString::from(name), OsString::from(value.as_str()))),
+        );
+        // `delivered` drops here: the agent's copies of the values are zeroed, leaving the
+        // one in the child's environment and the masker's.
+    }
+    let mut spec = ChildSpec {
         program: args.command[0].clone(),
         args: args.command[1..].to_vec(),
-        env: child_env(std::env::vars_os(), &args.return_file),
+        env,
         workdir: args.workdir.clone(),
     };
     let plan = OutputPlan {
@@ -181,6 +237,7 @@ fn execute(
         duration_ms = millis(phase.elapsed()),
         "phase finished"
     );
+    zero_environment(&mut spec.env);
     let ran = ran?;
 
     reporter.set_phase("report");
@@ -242,6 +299,16 @@ fn upload_return_value(path: &Path, prefix: &BlobLocation) -> Result<ReturnValue
         sha256,
         bytes: size,
     })
+}
+
+/// Overwrites the child's environment as the agent holds it, now the child has its own.
+fn zero_environment(env: &mut Vec<(OsString, OsString)>) {
+    use zeroize::Zeroize;
+    for (_, value) in env.iter_mut() {
+        let mut bytes = std::mem::take(value).into_encoded_bytes();
+        bytes.zeroize();
+    }
+    env.clear();
 }
 
 fn record_resources(reporter: &mut Reporter, ran: &Supervised) {

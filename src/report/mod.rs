@@ -78,6 +78,10 @@ impl Reporter {
         &mut self.record.resources
     }
 
+    pub fn set_secrets(&mut self, report: crate::secrets::Report) {
+        self.record.secrets = Some(report);
+    }
+
     pub fn set_snapshot(&mut self, report: crate::snapshot::Report) {
         self.record.snapshot = Some(report);
     }

@@ -77,6 +77,7 @@ pub struct Record {
     pub durations_ms: BTreeMap<String, u64>,
     pub resources: Resources,
     pub snapshot: Option<crate::snapshot::Report>,
+    pub secrets: Option<crate::secrets::Report>,
     pub return_value: Option<Value>,
     pub return_value_truncated: bool,
     /// Where a return value too large for the record was uploaded (--return-upload).
@@ -102,6 +103,7 @@ impl Record {
             durations_ms: BTreeMap::new(),
             resources: Resources::default(),
             snapshot: None,
+            secrets: None,
             return_value: None,
             return_value_truncated: false,
             return_value_ref: None,
