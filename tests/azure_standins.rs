@@ -2,21 +2,20 @@
 //! and Azurite: the Entra ID token endpoint serves azure-identity's WorkloadIdentityCredential,
 //! Azurite (https, `--oauth basic`) accepts its tokens from azure-storage-blob, the SAS signer
 //! makes signatures Azurite accepts and refuses when altered, and the fault proxy delivers
-//! exactly the faults it is asked for. The Python clients run from tests/.venv, which
-//! scripts/install-test-deps creates.
+//! exactly the faults it is asked for. The Python clients run from tests/.venv (see
+//! `common::python`). The Key Vault stand-in has its own file, tests/keyvault_standin.rs.
 
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use common::azurite::{ACCOUNT, Azurite};
 use common::entra::{self, CLIENT_ID, Entra, JWT_BEARER, STORAGE_SCOPE, TENANT_ID};
 use common::http::{self, Response};
 use common::proxy::{Fault, Plan, Proxy};
+use common::python;
 use common::sas;
 use common::tls::Tls;
 use serde_json::Value;
@@ -25,41 +24,6 @@ use serde_json::Value;
 const FEDERATED_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJhdWQiOlsiYXBpOi8vQXp1cmVBRFRva2VuRXhjaGFuZ2UiXSwic3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50OmRhdGE6dGFzayJ9.c2lnbmF0dXJl";
 
 const BLOB: &[u8] = b"snapshot bytes \x00\x01\x02 from Azurite\n";
-
-fn python() -> PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/install-test-deps",
-        python.display()
-    );
-    python
-}
-
-/// Runs a Python snippet with the test CA as the only trusted root and nothing of the
-/// environment's Azure or proxy settings. `vars` reach the script as environment variables.
-fn run_python(tls: &Tls, script: &str, vars: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(python());
-    command.arg("-c").arg(script).stdin(Stdio::null());
-    for (key, _) in std::env::vars_os() {
-        let key_text = key.to_string_lossy().to_ascii_uppercase();
-        if key_text.starts_with("AZURE_") || key_text.ends_with("_PROXY") {
-            command.env_remove(&key);
-        }
-    }
-    command
-        .env("REQUESTS_CA_BUNDLE", tls.ca_file())
-        .env("SSL_CERT_FILE", tls.ca_file())
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .envs(vars.iter().copied());
-    command.output().expect("python runs")
-}
-
-fn token_file(dir: &Path, content: &str) -> PathBuf {
-    let path = dir.join("azure-identity-token");
-    std::fs::write(&path, content).expect("write the federated token file");
-    path
-}
 
 const GET_TOKEN: &str = r#"
 import os
@@ -78,7 +42,7 @@ fn workload_identity_credential_gets_a_token_from_the_entra_stand_in() {
     let tls = Tls::new();
     let entra = Entra::start(&tls, FEDERATED_TOKEN);
     let dir = tempfile::tempdir().unwrap();
-    let file = token_file(dir.path(), FEDERATED_TOKEN);
+    let file = python::token_file(dir.path(), FEDERATED_TOKEN);
     let authority = entra.authority();
     let vars = [
         ("T_TENANT", TENANT_ID),
@@ -87,7 +51,7 @@ fn workload_identity_credential_gets_a_token_from_the_entra_stand_in() {
         ("T_AUTHORITY", authority.as_str()),
     ];
 
-    let output = run_python(&tls, GET_TOKEN, &vars);
+    let output = python::run(&tls, GET_TOKEN, &vars);
     assert!(
         output.status.success(),
         "python failed: {}",
@@ -114,14 +78,14 @@ fn workload_identity_credential_gets_a_token_from_the_entra_stand_in() {
 
     // A token file the federated credential does not match is refused, and the client
     // reports Entra's own error code.
-    let stale = token_file(dir.path(), "not-the-projected-token");
+    let stale = python::token_file(dir.path(), "not-the-projected-token");
     let vars = [
         ("T_TENANT", TENANT_ID),
         ("T_CLIENT", CLIENT_ID),
         ("T_TOKEN_FILE", stale.to_str().unwrap()),
         ("T_AUTHORITY", authority.as_str()),
     ];
-    let output = run_python(&tls, GET_TOKEN, &vars);
+    let output = python::run(&tls, GET_TOKEN, &vars);
     assert!(!output.status.success(), "a wrong assertion got a token");
     assert!(
         common::stderr(&output).contains("AADSTS700213"),
@@ -140,7 +104,7 @@ fn blob_client_with_workload_identity_downloads_from_https_azurite() {
     azurite.create_container("snapshots");
     azurite.upload("snapshots", "dags/etl.tar.gz", BLOB);
     let dir = tempfile::tempdir().unwrap();
-    let file = token_file(dir.path(), FEDERATED_TOKEN);
+    let file = python::token_file(dir.path(), FEDERATED_TOKEN);
     let authority = entra.authority();
     let account_url = azurite.account_url();
     let script = r#"
@@ -161,7 +125,7 @@ blob = BlobClient(
 )
 sys.stdout.buffer.write(blob.download_blob().readall())
 "#;
-    let output = run_python(
+    let output = python::run(
         &tls,
         script,
         &[

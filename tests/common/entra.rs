@@ -5,10 +5,12 @@
 //!
 //! It checks the request as Entra ID would for one registered app whose federated credential
 //! matches exactly one assertion, answers errors in Entra's JSON shape, and issues access
-//! tokens that Azurite's `--oauth basic` accepts for blob storage: a JWT whose `iss` starts
-//! with `https://sts.windows.net/`, whose `aud` is the storage resource, and which carries
-//! `iat`, `nbf` and `exp` around the current time. Azurite checks no signature; the token is
-//! signed (HS256, with a key of this stand-in's) only so it has the form of a real one.
+//! tokens for any `RESOURCE/.default` scope: a JWT whose `iss` starts with
+//! `https://sts.windows.net/`, whose `aud` is the resource, and which carries `iat`, `nbf` and
+//! `exp` around the current time. Azurite's `--oauth basic` accepts those for blob storage
+//! (`STORAGE_SCOPE`) without checking the signature; the Key Vault stand-in takes those for
+//! `VAULT_SCOPE` and checks the signature (HS256, with a key of this stand-in's) through
+//! [`verify_token`], so only tokens issued here pass.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,8 +24,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use super::http::find;
-use super::sas::hmac_sha256;
+use super::http::{find, request};
+use super::sas::{encode, hmac_sha256};
 use super::tls::Tls;
 
 /// The tenant and app (client) id of the workload identity the stand-in knows.
@@ -35,6 +37,10 @@ pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 
 /// The scope a blob client asks for; the token's audience is the scope less `/.default`.
 pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
+
+/// The scope a Key Vault client asks for; tokens for it have the audience `VAULT_RESOURCE`.
+pub const VAULT_SCOPE: &str = "https://vault.azure.net/.default";
+pub const VAULT_RESOURCE: &str = "https://vault.azure.net";
 
 /// Default lifetime of issued tokens, as Entra ID gives app tokens.
 pub const EXPIRES_IN: u64 = 3599;
@@ -128,6 +134,38 @@ impl Entra {
     /// `{authority}/{TENANT_ID}/oauth2/v2.0/token`.
     pub fn token_url(&self) -> String {
         format!("{}/{TENANT_ID}/oauth2/v2.0/token", self.authority())
+    }
+
+    /// An access token for `scope`, got over https with the form azure-identity's
+    /// WorkloadIdentityCredential posts and the current federated token, for tests that call
+    /// a resource directly. It is recorded among `requests()` and `issued()` like any other.
+    pub fn token_for(&self, tls: &Tls, scope: &str) -> String {
+        let federated_token = self.state.lock().unwrap().federated_token.clone();
+        let form = [
+            ("client_assertion", federated_token.as_str()),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_id", CLIENT_ID),
+            ("grant_type", "client_credentials"),
+            ("scope", scope),
+        ]
+        .iter()
+        .map(|(key, value)| format!("{}={}", encode(key), encode(value)))
+        .collect::<Vec<_>>()
+        .join("&");
+        let response = request(
+            "POST",
+            &self.token_url(),
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            form.as_bytes(),
+            Some(&tls.client_config()),
+        )
+        .expect("token request");
+        assert_eq!(response.status, 200, "token request: {}", response.text());
+        let body: Value = serde_json::from_slice(&response.body).expect("token response JSON");
+        body["access_token"]
+            .as_str()
+            .expect("access_token in the token response")
+            .to_string()
     }
 
     /// Every request so far, in the order they arrived.
@@ -402,6 +440,33 @@ fn access_token(resource: &str, expires_in: u64) -> String {
     );
     let signature = hmac_sha256(SIGNING_KEY, signing_input.as_bytes());
     format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// The claims of `token` if it is an access token this stand-in (any instance) signed and
+/// issued for the test tenant; why not otherwise. Audience and lifetime are the caller's to
+/// check, as a resource server does.
+pub fn verify_token(token: &str) -> Result<Value, String> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(claims), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not a JWT (three dot-separated parts)".to_string());
+    };
+    let signing_input = format!("{header}.{claims}");
+    let expected = URL_SAFE_NO_PAD.encode(hmac_sha256(SIGNING_KEY, signing_input.as_bytes()));
+    if signature != expected {
+        return Err("signature was not made by the Entra stand-in".to_string());
+    }
+    let claims: Value = URL_SAFE_NO_PAD
+        .decode(claims)
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .ok_or_else(|| "payload is not base64url JSON".to_string())?;
+    let issuer = format!("https://sts.windows.net/{TENANT_ID}/");
+    if claims["iss"] != issuer.as_str() {
+        return Err(format!("issuer {} is not {issuer}", claims["iss"]));
+    }
+    Ok(claims)
 }
 
 fn missing(name: &str) -> (u16, Value) {

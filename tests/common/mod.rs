@@ -1,7 +1,8 @@
 //! Shared by the integration tests: running the real `task-agent` binary in a scratch
 //! directory and reading back the record it wrote, and the services it talks to for
-//! snapshots (Azurite, an Entra ID token endpoint stand-in, a fault-injecting proxy, TLS
-//! for them). Each test file uses only some of it.
+//! snapshots and secrets (Azurite, an Entra ID token endpoint stand-in, a Key Vault
+//! stand-in, a fault-injecting proxy, TLS for them, Microsoft's Python clients to prove the
+//! stand-ins). Each test file uses only some of it.
 
 #![allow(dead_code)]
 
@@ -11,8 +12,10 @@ pub mod assertions;
 pub mod azurite;
 pub mod entra;
 pub mod http;
+pub mod keyvault;
 pub mod procs;
 pub mod proxy;
+pub mod python;
 pub mod sas;
 pub mod tls;
 
