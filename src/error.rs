@@ -145,7 +145,9 @@ impl AgentError {
                 use crate::secrets::SecretError as S;
                 let (exit_code, retryable) = match error {
                     S::NotFound { .. } | S::Local { .. } => (exit::NOT_FOUND, false),
-                    S::Denied { .. } | S::PolicyDenied { .. } => (exit::PERMISSION, false),
+                    S::Denied { .. } | S::IdentityRefused { .. } | S::PolicyDenied { .. } => {
+                        (exit::PERMISSION, false)
+                    }
                     S::Unavailable { .. } => (exit::UNAVAILABLE, true),
                     S::File { error, .. } if is_permission(error) => (exit::PERMISSION, false),
                     S::File { .. } => (exit::INTERNAL, false),

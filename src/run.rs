@@ -167,6 +167,7 @@ fn execute(
         reporter.write_provisional();
         let phase = Instant::now();
         let delivered = secrets::deliver(&request);
+        reporter.set_duration("secrets", millis(phase.elapsed()));
         tracing::info!(
             phase = "secrets",
             duration_ms = millis(phase.elapsed()),
@@ -179,7 +180,6 @@ fn execute(
             .map(String::as_str)
             .chain(delivered.values());
         masks.set(Masker::new(values).map_err(AgentError::Internal)?);
-        reporter.set_duration("secrets", millis(phase.elapsed()));
         reporter.set_secrets(delivered.report);
         delivery = Some(delivered);
     }

@@ -134,9 +134,9 @@ impl Reporter {
         bytes
     }
 
-    /// The record, masked and fitted into the budget. Masking the encoded JSON is safe: `***`
-    /// needs no escaping, and a secret containing JSON escapes is also masked as raw text by
-    /// the writers that produced the strings.
+    /// The record, masked and fitted into the budget: every string that can carry text from
+    /// the command (the tail, the error, the return value) is masked before encoding, so a
+    /// secret never reaches Airflow's metadata database either.
     fn encoded(&self) -> Vec<u8> {
         let mut record = self.record.clone();
         let masker = self.masks.current();
@@ -147,8 +147,32 @@ impl Reporter {
             if let Some(error) = &mut record.error {
                 error.message = masker.mask_str(&error.message).into_owned();
             }
+            if let Some(value) = &mut record.return_value {
+                mask_json(value, &masker);
+            }
         }
         record.encode(RECORD_BUDGET)
+    }
+}
+
+/// Masks every string in a JSON value, object keys included.
+fn mask_json(value: &mut serde_json::Value, masker: &crate::mask::Masker) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => {
+            if let std::borrow::Cow::Owned(masked) = masker.mask_str(text) {
+                *text = masked;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| mask_json(item, masker)),
+        Value::Object(members) => {
+            let taken = std::mem::take(members);
+            for (key, mut member) in taken {
+                mask_json(&mut member, masker);
+                members.insert(masker.mask_str(&key).into_owned(), member);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -156,6 +180,22 @@ impl Reporter {
 mod tests {
     use super::*;
     use crate::mask::Masker;
+
+    #[test]
+    fn a_secret_in_the_return_value_is_masked_in_strings_and_keys() {
+        let masks = MaskHandle::default();
+        masks.set(Masker::new(["s3cr3t-value"]).unwrap());
+        let mut reporter = Reporter::new(None, TaskIdentity::default(), masks);
+        reporter.set_return_value(ReturnValue::Inline(serde_json::json!({
+            "token": "Bearer s3cr3t-value", "s3cr3t-value": [1, "s3cr3t-value"], "n": 3
+        })));
+        let text =
+            String::from_utf8(reporter.finish(Outcome::from_error(&AgentError::Usage("x".into()))))
+                .unwrap();
+        assert!(!text.contains("s3cr3t-value"), "{text}");
+        assert!(text.contains(r#""token":"Bearer ***""#), "{text}");
+        assert!(text.contains(r#""***":[1,"***"]"#), "{text}");
+    }
 
     #[test]
     fn secrets_are_masked_in_the_tail_and_the_error() {

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
 use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, StatusCode};
 use azure_identity::{
-    ClientSecretCredential, ManagedIdentityCredential, WorkloadIdentityCredential,
+    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
+    ManagedIdentityCredential, ManagedIdentityCredentialOptions, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialOptions,
 };
 use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
@@ -180,16 +182,41 @@ fn classify(error: &azure_core::Error, reference: &str, identity: Identity) -> S
             reference,
             detail: format!("HTTP {} with {}", u16::from(status), identity.describe()),
         },
-        _ if matches!(error.kind(), azure_core::error::ErrorKind::Credential)
-            && detail.contains("AADSTS") =>
-        {
-            SecretError::Denied {
-                reference,
-                detail: format!("no token from {}: {detail}", identity.describe()),
+        _ if matches!(error.kind(), azure_core::error::ErrorKind::Credential) => {
+            match token_status(error) {
+                // Entra refused the identity itself: configuration, not a passing problem.
+                Some(status)
+                    if status.is_client_error() && status != StatusCode::TooManyRequests =>
+                {
+                    SecretError::IdentityRefused {
+                        reference,
+                        identity: identity.describe(),
+                        detail,
+                    }
+                }
+                _ => SecretError::Unavailable {
+                    reference,
+                    detail: format!("no token from {}: {detail}", identity.describe()),
+                },
             }
         }
         _ => SecretError::Unavailable { reference, detail },
     }
+}
+
+/// The token endpoint's HTTP status, which the credential error carries as its cause.
+fn token_status(error: &azure_core::Error) -> Option<StatusCode> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(level) = cause {
+        if let Some(status) = level
+            .downcast_ref::<azure_core::Error>()
+            .and_then(|e| e.http_status())
+        {
+            return Some(status);
+        }
+        cause = level.source();
+    }
+    None
 }
 
 fn is_address(host: &str) -> bool {
@@ -215,13 +242,25 @@ fn credential(
     identity: Identity,
     retry_budget: Duration,
 ) -> Result<Arc<dyn TokenCredential>, String> {
+    // Every credential gets the vault clients' bounded retry policy, so an unreachable
+    // token endpoint also gives up within the budget.
     let managed = || {
-        ManagedIdentityCredential::new(None)
-            .map_err(|e| format!("managed identity is unavailable: {}", describe(&e)))
+        ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+            client_options: client_options(retry_budget),
+            ..Default::default()
+        }))
+        .map_err(|e| format!("managed identity is unavailable: {}", describe(&e)))
     };
     Ok(match identity {
-        Identity::Workload => WorkloadIdentityCredential::new(None)
-            .map_err(|e| format!("workload identity is misconfigured: {}", describe(&e)))?,
+        Identity::Workload => {
+            WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
+                credential_options: ClientAssertionCredentialOptions {
+                    client_options: client_options(retry_budget),
+                },
+                ..Default::default()
+            }))
+            .map_err(|e| format!("workload identity is misconfigured: {}", describe(&e)))?
+        }
         Identity::Managed => managed()?,
         Identity::ManagedThenClientSecret => {
             let var = |name: &str| {
@@ -232,7 +271,9 @@ fn credential(
                 &var("AZURE_TENANT_ID")?,
                 var("AZURE_CLIENT_ID")?,
                 Secret::new(var("AZURE_CLIENT_SECRET")?),
-                None,
+                Some(ClientSecretCredentialOptions {
+                    client_options: client_options(retry_budget),
+                }),
             )
             .map_err(|e| {
                 format!(

@@ -34,6 +34,15 @@ pub enum SecretError {
     Denied { reference: String, detail: String },
 
     #[error(
+        "could not read secret {reference}: Microsoft Entra ID refused {identity} ({detail}); check the identity's federated credential (issuer and subject system:serviceaccount:NAMESPACE:ACCOUNT) and its client and tenant ids"
+    )]
+    IdentityRefused {
+        reference: String,
+        identity: &'static str,
+        detail: String,
+    },
+
+    #[error(
         "secret {reference} is in a vault this tenant may not read (allowed: {allowed}); ask the platform team to allow the vault, or use one that is allowed"
     )]
     PolicyDenied { reference: String, allowed: String },
@@ -54,7 +63,7 @@ impl SecretError {
     pub fn kind(&self) -> &'static str {
         match self {
             SecretError::NotFound { .. } => "secret_not_found",
-            SecretError::Denied { .. } => "secret_denied",
+            SecretError::Denied { .. } | SecretError::IdentityRefused { .. } => "secret_denied",
             SecretError::PolicyDenied { .. } => "policy_denied",
             SecretError::Unavailable { .. } => "secret_unavailable",
             SecretError::Local { .. } => "secret_not_found",
