@@ -143,6 +143,7 @@ pub fn credential_secrets<'a>(
 
 fn install_log(format: LogFormat, level: LogLevel, masks: &MaskHandle) {
     AgentLog::new(format, level, Arc::from(""), masks.clone()).install();
+    crate::logging::install_masking_panic_hook(masks.clone());
 }
 
 fn fail(error: &AgentError) -> i32 {

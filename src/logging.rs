@@ -1,8 +1,12 @@
 //! The agent's own log lines (start, phases, signals, finish): tracing events written to
-//! stderr in the same format as the child's forwarded output, masked like it.
+//! stderr in the same format as the child's forwarded output, masked like it; and a panic
+//! hook that prints a panic's message masked too.
 
+use std::any::Any;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::panic::Location;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -13,7 +17,7 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
-use crate::mask::MaskHandle;
+use crate::mask::{MaskHandle, Masker};
 use crate::supervise::LogFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +67,27 @@ impl AgentLog {
     pub fn install(self) {
         let subscriber = tracing_subscriber::registry().with(self);
         let _ = tracing::subscriber::set_global_default(subscriber);
+    }
+
+    /// Formats one event as a masked line, `\n` included. The message and the values are
+    /// masked before they are formatted, since JSON escaping would hide a secret holding
+    /// `"`, `\` or a control character from the masking of the finished line; the finished
+    /// line is masked too, for whatever else it holds.
+    pub fn masked_line(
+        &self,
+        level: &tracing::Level,
+        mut fields: Fields,
+        masker: &Masker,
+    ) -> String {
+        if masker.is_empty() {
+            return self.format_line(level, fields);
+        }
+        fields.mask(masker);
+        let line = self.format_line(level, fields);
+        match masker.mask_str(&line) {
+            Cow::Borrowed(_) => line,
+            Cow::Owned(masked) => masked,
+        }
     }
 
     /// Formats one event as a line, `\n` included.
@@ -116,9 +141,7 @@ impl<S: Subscriber> Layer<S> for AgentLog {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let line = self.format_line(event.metadata().level(), fields);
-        let masker = self.masks.current();
-        let line = masker.mask_str(&line);
+        let line = self.masked_line(event.metadata().level(), fields, &self.masks.current());
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 }
@@ -127,6 +150,60 @@ impl<S: Subscriber> Layer<S> for AgentLog {
 pub struct Fields {
     pub message: String,
     pub rest: Vec<(String, Value)>,
+}
+
+impl Fields {
+    /// Masks the message and every text value.
+    pub fn mask(&mut self, masker: &Masker) {
+        if let Cow::Owned(masked) = masker.mask_str(&self.message) {
+            self.message = masked;
+        }
+        for (_, value) in &mut self.rest {
+            if let Value::String(text) = value
+                && let Cow::Owned(masked) = masker.mask_str(text)
+            {
+                *text = masked;
+            }
+        }
+    }
+}
+
+/// Replaces the default panic hook, which would print a panic's message as it is, by one
+/// that prints `[task-agent] PANIC <message> at <file:line:col>` to stderr, masked with the
+/// masker current at the time of the panic.
+pub fn install_masking_panic_hook(masks: MaskHandle) {
+    std::panic::set_hook(Box::new(move |info| {
+        let line = panic_line(
+            &masks.current(),
+            panic_text(info.payload()),
+            info.location(),
+        );
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }));
+}
+
+/// The line the panic hook prints, `\n` included.
+pub fn panic_line(masker: &Masker, message: &str, location: Option<&Location<'_>>) -> String {
+    let mut line = format!("[task-agent] PANIC {message}");
+    if let Some(location) = location {
+        let _ = write!(line, " at {location}");
+    }
+    line.push('\n');
+    match masker.mask_str(&line) {
+        Cow::Borrowed(_) => line,
+        Cow::Owned(masked) => masked,
+    }
+}
+
+/// A panic's message: `panic!` makes it a `&str` or a `String`.
+fn panic_text(payload: &(dyn Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text
+    } else {
+        "Box<dyn Any>"
+    }
 }
 
 impl Visit for Fields {
@@ -205,5 +282,86 @@ mod tests {
         assert_eq!(value["message"], "command started");
         assert_eq!(value["pid"], 42);
         assert_eq!(value["dag_id"], "d1");
+    }
+
+    #[test]
+    fn messages_and_values_are_masked_before_json_escaping() {
+        let masker = Masker::new(["pa\"ss\\word", "hunter22"]).unwrap();
+        let fields = || Fields {
+            message: "login with pa\"ss\\word failed".into(),
+            rest: vec![
+                ("error".into(), "bad pa\"ss\\word".into()),
+                ("user".into(), "hunter22".into()),
+                ("pid".into(), 42.into()),
+            ],
+        };
+        for format in [LogFormat::Json, LogFormat::Text] {
+            let log = AgentLog::new(format, LogLevel::Info, Arc::from(""), MaskHandle::default());
+            let line = log.masked_line(&tracing::Level::INFO, fields(), &masker);
+            assert!(!line.contains("ss\\"), "{line}");
+            assert!(!line.contains("hunter22"), "{line}");
+            if format == LogFormat::Json {
+                let value: Value = serde_json::from_str(&line).unwrap();
+                assert_eq!(value["message"], "login with *** failed");
+                assert_eq!(value["error"], "bad ***");
+                assert_eq!(value["user"], "***");
+                assert_eq!(value["pid"], 42);
+            } else {
+                assert_eq!(
+                    line,
+                    "[task-agent] INFO  login with *** failed error=bad *** user=*** pid=42\n"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_secret_anywhere_in_the_finished_line_is_masked() {
+        let masker = Masker::new(["started pid"]).unwrap();
+        let log = AgentLog::new(
+            LogFormat::Text,
+            LogLevel::Info,
+            Arc::from(""),
+            MaskHandle::default(),
+        );
+        let line = log.masked_line(&tracing::Level::INFO, fields(), &masker);
+        assert_eq!(
+            line,
+            "[task-agent] INFO  command ***=42 exit=signal SIGTERM\n"
+        );
+    }
+
+    #[test]
+    fn a_panic_is_one_masked_line_with_its_location() {
+        let masker = Masker::new(["s3cr3t-value", "line-one\nline-two"]).unwrap();
+        let location = Location::caller();
+        let line = panic_line(
+            &masker,
+            "cannot parse s3cr3t-value: line-one\nline-two",
+            Some(location),
+        );
+        assert_eq!(
+            line,
+            format!(
+                "[task-agent] PANIC cannot parse ***: *** at {}:{}:{}\n",
+                location.file(),
+                location.line(),
+                location.column()
+            )
+        );
+        assert_eq!(
+            panic_line(&Masker::default(), "boom", None),
+            "[task-agent] PANIC boom\n"
+        );
+    }
+
+    #[test]
+    fn a_panic_message_is_read_from_either_payload() {
+        let text: Box<dyn Any + Send> = Box::new("static");
+        assert_eq!(panic_text(text.as_ref()), "static");
+        let owned: Box<dyn Any + Send> = Box::new(String::from("formatted 42"));
+        assert_eq!(panic_text(owned.as_ref()), "formatted 42");
+        let other: Box<dyn Any + Send> = Box::new(42);
+        assert_eq!(panic_text(other.as_ref()), "Box<dyn Any>");
     }
 }

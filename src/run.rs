@@ -64,6 +64,7 @@ pub fn run(mut args: RunArgs) -> i32 {
         masks.clone(),
     )
     .install();
+    crate::logging::install_masking_panic_hook(masks.clone());
     tracing::info!(version = env!("CARGO_PKG_VERSION"), command = %describe(&args.command), "task-agent starting");
 
     let result_path = args.result_file.clone().or_else(default_result_file);

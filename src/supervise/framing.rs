@@ -74,7 +74,9 @@ impl LineFramer {
     }
 
     /// Hands on the head of `pending` in `max_line` fragments while more than a line's worth
-    /// is held. A `complete` line (ending in `\n`) keeps its last piece for a `Lines` block.
+    /// is held. A `complete` line (ending in `\n`) keeps its last piece for a `Lines` block;
+    /// an incomplete one keeps up to `max_line` bytes, so a fragment that `continues` is only
+    /// handed on once more of its line has come, and the last piece of a stream never does.
     fn emit_overlong<E>(
         &mut self,
         complete: bool,
@@ -82,7 +84,7 @@ impl LineFramer {
     ) -> Result<(), E> {
         let content = self.pending.len() - usize::from(complete);
         let mut start = 0;
-        while content - start > self.max_line || (!complete && content - start == self.max_line) {
+        while content - start > self.max_line {
             let piece = utf8_cut(&self.pending[start..start + self.max_line]);
             emit(Piece::Fragment {
                 bytes: piece,
@@ -193,6 +195,18 @@ mod tests {
     }
 
     #[test]
+    fn a_last_line_that_fills_whole_fragments_ends_in_a_last_fragment() {
+        assert_eq!(
+            frame(4, &[b"abcdefgh"]),
+            vec![(b"abcd".to_vec(), "F+"), (b"efgh".to_vec(), "F")]
+        );
+        assert_eq!(
+            frame(4, &[b"abcd", b"efgh", b"\n"]),
+            vec![(b"abcd".to_vec(), "F+"), (b"efgh\n".to_vec(), "L")]
+        );
+    }
+
+    #[test]
     fn fragments_of_text_end_on_character_boundaries() {
         let line = "€".repeat(20);
         let mut input = line.clone().into_bytes();
@@ -234,6 +248,9 @@ mod tests {
                 rest = tail;
             }
             let out = frame(MAX, &chunks);
+            if let Some((_, kind)) = out.last() {
+                assert_ne!(*kind, "F+", "the last piece continues");
+            }
             for (bytes, kind) in &out {
                 if *kind == "L" {
                     assert!(lines(bytes).all(|line| line.len() <= MAX), "{bytes:?}");
