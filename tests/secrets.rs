@@ -47,52 +47,6 @@ const SPECIAL_ESCAPED: &str = r#"kv\"quoted\\slash-R7"#;
 /// stderr then holds only what the child wrote.
 const QUIET: &[&str] = &["--log-level", "error"];
 
-/// Environment variables through which the test environment could change which credential,
-/// trust store or proxy the agent uses. Each agent command clears them all, then sets what
-/// its test needs.
-const AMBIENT: &[&str] = &[
-    "AZURE_STORAGE_CONNECTION_STRING",
-    "AZURE_STORAGE_ACCOUNT",
-    "AZURE_STORAGE_KEY",
-    "AZURE_STORAGE_SAS_TOKEN",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_CLIENT_ID",
-    "AZURE_TENANT_ID",
-    "AZURE_AUTHORITY_HOST",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_CLIENT_CERTIFICATE_PATH",
-    "IDENTITY_ENDPOINT",
-    "IDENTITY_HEADER",
-    "IDENTITY_SERVER_THUMBPRINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "IMDS_ENDPOINT",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "no_proxy",
-];
-
-/// Clears `AMBIENT` and anything else Azure- or proxy-related the test process has.
-fn isolate(command: &mut Command) -> &mut Command {
-    for name in AMBIENT {
-        command.env_remove(name);
-    }
-    for (key, _) in std::env::vars_os() {
-        let upper = key.to_string_lossy().to_ascii_uppercase();
-        if upper.starts_with("AZURE_") || upper.ends_with("_PROXY") {
-            command.env_remove(&key);
-        }
-    }
-    command
-}
-
 /// The Entra ID and Key Vault stand-ins, and the federated token file of a workload-identity
 /// pod that Entra accepts.
 struct Cloud {
@@ -125,7 +79,7 @@ impl Cloud {
     /// The environment of a workload-identity pod, pointed at the Entra stand-in and
     /// trusting the test CA, on top of a cleared one.
     fn identity(&self, command: &mut Command) {
-        isolate(command)
+        common::isolate(command)
             .env("AZURE_FEDERATED_TOKEN_FILE", self.token_file())
             .env("AZURE_CLIENT_ID", CLIENT_ID)
             .env("AZURE_TENANT_ID", TENANT_ID)
@@ -158,7 +112,7 @@ impl Cloud {
 /// `task-agent run` with the task's paths and no cloud at all in its environment.
 fn offline(task: &Task) -> Command {
     let mut command = task.command();
-    isolate(&mut command);
+    common::isolate(&mut command);
     command
 }
 

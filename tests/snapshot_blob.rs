@@ -43,55 +43,10 @@ const WRONG_KEY: &str =
 /// the ~1 MiB body of `Snapshot::large`.
 const FAULT_AFTER: u64 = 300_000;
 
-/// Environment variables through which the test environment could change which credential,
-/// trust store or proxy the agent uses. Each agent command clears them all, then sets what
-/// its test needs.
-const AMBIENT: &[&str] = &[
-    "AZURE_STORAGE_CONNECTION_STRING",
-    "AZURE_STORAGE_ACCOUNT",
-    "AZURE_STORAGE_KEY",
-    "AZURE_STORAGE_SAS_TOKEN",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_CLIENT_ID",
-    "AZURE_TENANT_ID",
-    "AZURE_AUTHORITY_HOST",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_CLIENT_CERTIFICATE_PATH",
-    "IDENTITY_ENDPOINT",
-    "IDENTITY_HEADER",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "IMDS_ENDPOINT",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "no_proxy",
-];
-
-/// Clears `AMBIENT` and anything else Azure- or proxy-related the test process has.
-fn isolate(command: &mut Command) -> &mut Command {
-    for name in AMBIENT {
-        command.env_remove(name);
-    }
-    for (key, _) in std::env::vars_os() {
-        let upper = key.to_string_lossy().to_ascii_uppercase();
-        if upper.starts_with("AZURE_") || upper.ends_with("_PROXY") {
-            command.env_remove(&key);
-        }
-    }
-    command
-}
-
 /// `task-agent fetch --snapshot SOURCE --workdir WORKDIR` with a clean environment.
 fn fetch_command(workdir: &Path, source: &str) -> Command {
     let mut command = agent_command();
-    isolate(&mut command)
+    common::isolate(&mut command)
         .arg("fetch")
         .arg("--snapshot")
         .arg(source)
@@ -104,7 +59,7 @@ fn fetch_command(workdir: &Path, source: &str) -> Command {
 /// for more options and `-- COMMAND`.
 fn run_command(task: &Task, source: &str) -> Command {
     let mut command = task.command();
-    isolate(&mut command).arg("--snapshot").arg(source);
+    common::isolate(&mut command).arg("--snapshot").arg(source);
     command
 }
 
@@ -1062,7 +1017,7 @@ fn publish_a_directory_then_fetch_it_pinned() {
 
     let to = azurite.sas_url(CONTAINER, "etl/1.4.tar.gz", "cw", in_an_hour());
     let mut command = agent_command();
-    isolate(&mut command)
+    common::isolate(&mut command)
         .arg("publish")
         .arg(&project)
         .arg("--to")
@@ -1129,7 +1084,7 @@ fn publish_a_directory_then_fetch_it_pinned() {
     let notes = archive::write(scratch.path(), "notes.txt", b"just some notes\n");
     let to = azurite.sas_url(CONTAINER, "etl/notes.tar.gz", "cw", in_an_hour());
     let mut command = agent_command();
-    isolate(&mut command)
+    common::isolate(&mut command)
         .arg("publish")
         .arg(&notes)
         .arg("--to")

@@ -3,13 +3,12 @@
 //! client per vault, every secret in flight at once.
 
 use std::collections::BTreeMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
-use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, StatusCode};
+use azure_core::http::StatusCode;
 use azure_identity::{
     ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
     ManagedIdentityCredential, ManagedIdentityCredentialOptions, WorkloadIdentityCredential,
@@ -22,7 +21,7 @@ use zeroize::Zeroizing;
 
 use super::SecretError;
 use super::reference::VaultSecret;
-use crate::snapshot::blob::describe;
+use crate::azure::{client_options, describe};
 
 /// How the agent proves who it is to Key Vault, chosen from the standard Azure variables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,19 +70,8 @@ pub fn fetch_all(
             reference: secrets[0].to_string(),
             detail: format!("cannot start the network runtime: {e}"),
         })?;
-    // The SDK panics while building an HTTP client when no CA certificate can be loaded.
-    let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let credential =
-        std::panic::catch_unwind(AssertUnwindSafe(|| credential(identity, retry_budget)));
-    std::panic::set_hook(quiet);
-    let credential = credential
-        .unwrap_or_else(|_| {
-            Err(
-                "cannot set up https; install CA certificates or point SSL_CERT_FILE at a bundle"
-                    .into(),
-            )
-        })
+    let credential = crate::azure::build(|| credential(identity, retry_budget))
+        .and_then(|built| built)
         .map_err(|detail| SecretError::Unavailable {
             reference: secrets[0].to_string(),
             detail,
@@ -121,10 +109,12 @@ async fn fetch_vault(
         verify_challenge_resource: Some(!is_address(host)),
         ..Default::default()
     };
-    let client = SecretClient::new(&format!("https://{host}/"), credential, Some(options))
-        .map_err(|e| SecretError::Unavailable {
-            reference: format!("https://{host}/"),
-            detail: describe(&e),
+    let url = format!("https://{host}/");
+    let client = crate::azure::build(|| SecretClient::new(&url, credential, Some(options)))
+        .and_then(|built| built.map_err(|e| describe(&e)))
+        .map_err(|detail| SecretError::Unavailable {
+            reference: url.clone(),
+            detail,
         })?;
     let Some((first, rest)) = wanted.split_first() else {
         return Ok(Vec::new());
@@ -222,20 +212,6 @@ fn token_status(error: &azure_core::Error) -> Option<StatusCode> {
 fn is_address(host: &str) -> bool {
     let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
     name.parse::<std::net::IpAddr>().is_ok() || name == "localhost" || name.starts_with('[')
-}
-
-fn client_options(retry_budget: Duration) -> ClientOptions {
-    let budget = azure_core::time::Duration::try_from(retry_budget)
-        .unwrap_or(azure_core::time::Duration::seconds(30));
-    ClientOptions {
-        retry: RetryOptions::exponential(ExponentialRetryOptions {
-            initial_delay: azure_core::time::Duration::milliseconds(200),
-            max_retries: 10,
-            max_total_elapsed: budget,
-            max_delay: azure_core::time::Duration::seconds(8),
-        }),
-        ..ClientOptions::default()
-    }
 }
 
 fn credential(

@@ -56,6 +56,52 @@ pub fn command_under(mut wrapper: Command, command: &Command) -> Command {
     wrapper
 }
 
+/// Environment variables through which the test environment could change which credential,
+/// trust store or proxy the agent uses. Tests that talk to Azure stand-ins clear them all on
+/// each agent command, then set what the test needs.
+pub const AMBIENT: &[&str] = &[
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_ACCOUNT",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "IMDS_ENDPOINT",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+];
+
+/// Clears `AMBIENT` and anything else Azure- or proxy-related the test process has.
+pub fn isolate(command: &mut Command) -> &mut Command {
+    for name in AMBIENT {
+        command.env_remove(name);
+    }
+    for (key, _) in std::env::vars_os() {
+        let upper = key.to_string_lossy().to_ascii_uppercase();
+        if upper.starts_with("AZURE_") || upper.ends_with("_PROXY") {
+            command.env_remove(&key);
+        }
+    }
+    command
+}
+
 /// A scratch directory with the paths a task uses.
 pub struct Task {
     pub dir: tempfile::TempDir,

@@ -194,7 +194,9 @@ async fn pump(
                                 return;
                             }
                         }
-                        Ok(Some(Err(error))) => break connection.redact(&super::describe(&error)),
+                        Ok(Some(Err(error))) => {
+                            break connection.redact(&crate::azure::describe(&error));
+                        }
                         Ok(None) if offset >= total.unwrap_or(0) => return,
                         Ok(None) => {
                             break format!(

@@ -8,11 +8,12 @@ pub mod shared_key;
 pub mod upload;
 
 use std::num::NonZero;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, StatusCode, Url};
+use azure_core::http::{StatusCode, Url};
+
+use crate::azure::describe;
 use azure_identity::{ManagedIdentityCredential, WorkloadIdentityCredential};
 use azure_storage_blob::{BlobClient, BlobClientOptions};
 
@@ -36,24 +37,12 @@ impl Connection {
     /// The SDK panics while building an HTTP client when no CA certificate can be loaded;
     /// that becomes an error saying what is missing instead of a crash.
     pub fn open(location: &BlobLocation, transfer: &Transfer) -> Result<Connection, SnapshotError> {
-        let quiet = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
-        let opened =
-            std::panic::catch_unwind(AssertUnwindSafe(|| Connection::build(location, transfer)));
-        std::panic::set_hook(quiet);
-        opened.unwrap_or_else(|panic| {
-            let detail = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(SnapshotError::Unavailable {
+        crate::azure::build(|| Connection::build(location, transfer)).map_err(|detail| {
+            SnapshotError::Unavailable {
                 location: location.url.to_string(),
-                detail: format!(
-                    "cannot set up https ({detail}); install CA certificates (ca-certificates) or point SSL_CERT_FILE at a bundle"
-                ),
-            })
-        })
+                detail,
+            }
+        })?
     }
 
     fn build(location: &BlobLocation, transfer: &Transfer) -> Result<Connection, SnapshotError> {
@@ -76,7 +65,7 @@ impl Connection {
         let mut url: Url = location.request_url();
         let mut secrets: Vec<String> = location.sas.iter().cloned().collect();
         let mut options = BlobClientOptions {
-            client_options: client_options(transfer),
+            client_options: crate::azure::client_options(transfer.retry_budget),
             ..Default::default()
         };
         let credential: Option<Arc<dyn TokenCredential>> = match &auth {
@@ -164,40 +153,9 @@ impl Connection {
     }
 }
 
-/// An error with its chain of causes (where TLS and connection problems are named),
-/// without repeating a cause its parent already quotes.
-pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let part = inner.to_string();
-        if !part.is_empty() && !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = inner.source();
-    }
-    // Service messages span lines; a log line must not.
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 pub enum Classified {
     Permanent(SnapshotError),
     Transient(String),
-}
-
-fn client_options(transfer: &Transfer) -> ClientOptions {
-    let budget = azure_core::time::Duration::try_from(transfer.retry_budget)
-        .unwrap_or(azure_core::time::Duration::seconds(30));
-    ClientOptions {
-        retry: RetryOptions::exponential(ExponentialRetryOptions {
-            initial_delay: azure_core::time::Duration::milliseconds(200),
-            max_retries: 10,
-            max_total_elapsed: budget,
-            max_delay: azure_core::time::Duration::seconds(8),
-        }),
-        ..ClientOptions::default()
-    }
 }
 
 /// Replaces each secret, and any `sig=` value, with `REDACTED`.
