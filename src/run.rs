@@ -22,7 +22,7 @@ use crate::report::{Outcome, Reporter, ResultFile, Status, return_value};
 use crate::report::{ReturnValue, ReturnValueRef};
 use crate::secrets;
 use crate::snapshot::source::BlobLocation;
-use crate::snapshot::{self, SnapshotError, Source};
+use crate::snapshot::{self, Source};
 use crate::supervise::cgroup::{self, MemoryCgroup};
 use crate::supervise::{
     ChildSpec, Limits, OutputPlan, SignalInbox, StopReason, Supervised, supervise,
@@ -149,7 +149,10 @@ fn execute(
         reporter.set_phase("snapshot");
         reporter.write_provisional();
         let phase = Instant::now();
-        let fetched = fetch_snapshot(request, &args.workdir, inbox);
+        let workdir = args.workdir.clone();
+        let fetched = interruptible("snapshot", inbox, move |cancel| {
+            snapshot::fetch(&request, &workdir, cancel).map_err(AgentError::from)
+        });
         reporter.set_duration("snapshot", millis(phase.elapsed()));
         tracing::info!(
             phase = "snapshot",
@@ -159,7 +162,7 @@ fn execute(
         match fetched {
             Ok(report) => reporter.set_snapshot(report),
             Err(Interrupted::Signal(signal)) => return Ok(not_started(signal)),
-            Err(Interrupted::Failed(error)) => return Err(error.into()),
+            Err(Interrupted::Failed(error)) => return Err(error),
         }
     }
     let mut delivery = None;
@@ -167,14 +170,20 @@ fn execute(
         reporter.set_phase("secrets");
         reporter.write_provisional();
         let phase = Instant::now();
-        let delivered = secrets::deliver(&request);
+        let delivered = interruptible("secrets", inbox, move |_| {
+            secrets::deliver(&request).map_err(AgentError::from)
+        });
         reporter.set_duration("secrets", millis(phase.elapsed()));
         tracing::info!(
             phase = "secrets",
             duration_ms = millis(phase.elapsed()),
             "phase finished"
         );
-        let delivered = delivered?;
+        let delivered = match delivered {
+            Ok(delivered) => delivered,
+            Err(Interrupted::Signal(signal)) => return Ok(not_started(signal)),
+            Err(Interrupted::Failed(error)) => return Err(error),
+        };
         // Every value joins the masker before the child can print it.
         let values = credentials
             .iter()
@@ -344,53 +353,47 @@ fn limits(args: &RunArgs) -> Limits {
 
 enum Interrupted {
     Signal(Signal),
-    Failed(SnapshotError),
+    Failed(AgentError),
 }
 
-/// Fetches the snapshot on a worker thread while this one keeps listening for signals: a
-/// pod deleted during a long download stops it promptly and reports `terminated`.
-fn fetch_snapshot(
-    request: snapshot::Request,
-    workdir: &Path,
+/// Runs a network phase (snapshot, secrets) on a worker thread while this one keeps
+/// listening for signals: a pod deleted during a long download or a throttled vault stops
+/// promptly and reports `terminated`. The worker gets a cancel flag to stop at its next
+/// step; the process ends soon after anyway.
+fn interruptible<T: Send + 'static>(
+    phase: &'static str,
     inbox: &mut SignalInbox,
-) -> Result<snapshot::Report, Interrupted> {
+    work: impl FnOnce(&AtomicBool) -> Result<T, AgentError> + Send + 'static,
+) -> Result<T, Interrupted> {
     let cancel = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let worker = {
         let cancel = Arc::clone(&cancel);
-        let workdir = workdir.to_path_buf();
         std::thread::Builder::new()
-            .name("snapshot".into())
+            .name(phase.into())
             .spawn(move || {
-                let fetched = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    snapshot::fetch(&request, &workdir, &cancel)
-                }))
-                .unwrap_or_else(|panic| {
-                    Err(SnapshotError::Unavailable {
-                        location: String::new(),
-                        detail: panic_message(panic.as_ref()),
-                    })
-                });
-                let _ = done_tx.send(fetched);
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(&cancel)))
+                    .unwrap_or_else(|panic| {
+                        Err(AgentError::Internal(panic_message(panic.as_ref())))
+                    });
+                let _ = done_tx.send(result);
                 // Wakes the main thread's signalfd at once; no child exists yet, so a
                 // SIGCHLD means nothing else here.
                 let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGCHLD);
             })
     };
     if let Err(e) = worker {
-        return Err(Interrupted::Failed(SnapshotError::Unavailable {
-            location: String::new(),
-            detail: format!("cannot start the snapshot thread: {e}"),
-        }));
+        return Err(Interrupted::Failed(AgentError::Internal(format!(
+            "cannot start the {phase} thread: {e}"
+        ))));
     }
-    let fetched = loop {
+    loop {
         match done_rx.try_recv() {
-            Ok(fetched) => break fetched,
+            Ok(result) => return result.map_err(Interrupted::Failed),
             Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                break Err(SnapshotError::Unavailable {
-                    location: String::new(),
-                    detail: "the snapshot thread ended without a result".into(),
-                });
+                return Err(Interrupted::Failed(AgentError::Internal(format!(
+                    "the {phase} thread ended without a result"
+                ))));
             }
             Err(std::sync::mpsc::TryRecvError::Empty) => {}
         }
@@ -401,15 +404,13 @@ fn fetch_snapshot(
         {
             tracing::warn!(
                 signal = signal.as_str(),
-                "told to stop while fetching the snapshot"
+                phase,
+                "told to stop before the command started"
             );
-            // The worker stops at its next read; the pod is going away, so the record is
-            // written now rather than after a stalled connection gives up.
             cancel.store(true, Ordering::Relaxed);
             return Err(Interrupted::Signal(signal));
         }
-    };
-    fetched.map_err(Interrupted::Failed)
+    }
 }
 
 /// A SIGTERM or SIGINT that arrived while preparing: the pod is going away, so the command

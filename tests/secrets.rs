@@ -1299,3 +1299,37 @@ fn a_malformed_secrets_list_is_a_usage_error_naming_the_entry() {
     let (output, _) = run(offline(&task), &options, "touch ran");
     assert_usage_error(&task, &output, "entry 2");
 }
+
+#[test]
+fn sigterm_while_the_vault_is_slow_ends_the_task_at_once() {
+    let cloud = Cloud::start();
+    cloud.kv.set_secret("slow", "slow-secret-value");
+    cloud.kv.set_latency(Duration::from_secs(10));
+    let task = Task::new();
+    let mut command = cloud.command(&task);
+    command
+        .args(["--secret", &cloud.env_ref("SLOW", "slow", None)])
+        .args(["--", "touch", "ran"]);
+    let mut agent = Agent::spawn(&task, command);
+    // The stand-in records a request when it is answered, which takes 10 s here: by 1.5 s
+    // the agent is waiting on the vault.
+    thread::sleep(Duration::from_millis(1500));
+    agent.check_running("the vault answered");
+    let signalled = Instant::now();
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, exited) = agent.wait();
+
+    assert_eq!(status.code(), Some(143), "log:\n{}", agent.log());
+    assert!(
+        exited - signalled < Duration::from_secs(3),
+        "took {:?} to stop while the vault was slow",
+        exited - signalled
+    );
+    let record = task.record();
+    assert_eq!(record["status"], "terminated", "{record:#}");
+    assert_eq!(record["phase"], "secrets");
+    assert!(
+        !task.workdir().join("ran").exists(),
+        "the command ran after SIGTERM"
+    );
+}
