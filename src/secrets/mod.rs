@@ -9,7 +9,6 @@ pub mod policy;
 pub mod reference;
 pub mod spec;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -209,13 +208,4 @@ fn write_secret_file(path: &Path, value: &[u8]) -> io::Result<()> {
         .open(path)?;
     file.write_all(value)?;
     file.sync_all()
-}
-
-/// The child's view of a secrets map, for tests and the run phase.
-pub fn env_map(delivery: &Delivery) -> BTreeMap<&str, &str> {
-    delivery
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
 }

@@ -1,7 +1,7 @@
 //! The read side of the pipeline: raw bytes → sha256 and byte count → format detection →
 //! gunzip → budget check → tar. Everything streams; nothing holds the archive.
 
-use std::io::{self, BufRead, BufReader, Cursor, Read};
+use std::io::{self, BufReader, Cursor, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -181,11 +181,6 @@ pub fn over_budget(unpacked: u64, compressed: u64, budget: &Budget) -> Option<St
         });
     }
     None
-}
-
-/// `BufRead` is what `GzDecoder` needs; a plain file or channel gets a buffer.
-pub fn buffered<R: Read>(reader: R) -> impl BufRead {
-    BufReader::with_capacity(256 << 10, reader)
 }
 
 #[cfg(test)]
