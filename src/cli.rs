@@ -519,8 +519,10 @@ pub fn main_with(args: Vec<OsString>) -> i32 {
                 0
             }
             _ => {
-                let _ = error.print();
-                report_usage_error(&args, &error.render().to_string());
+                // clap quotes the rejected value, which may be a URL with a SAS token.
+                let message = snapshot::blob::redact(&error.render().to_string(), &[]);
+                eprint!("{message}");
+                report_usage_error(&args, &message);
                 exit::USAGE
             }
         },
@@ -635,6 +637,28 @@ mod tests {
     fn a_missing_command_is_a_usage_error() {
         let err = parse(&["--timeout", "1s"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn a_rejected_snapshot_url_is_quoted_without_its_signature() {
+        let err = parse(&[
+            "--snapshot",
+            "https://acct.blob.core.windows.net/only?sv=1&sig=SECRETSIG",
+            "--",
+            "true",
+        ])
+        .unwrap_err()
+        .render()
+        .to_string();
+        assert!(
+            err.contains("SECRETSIG"),
+            "clap itself quotes the value: {err}"
+        );
+        let shown = snapshot::blob::redact(&err, &[]);
+        assert!(
+            !shown.contains("SECRETSIG") && shown.contains("sig=REDACTED"),
+            "{shown}"
+        );
     }
 
     #[test]

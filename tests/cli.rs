@@ -443,3 +443,27 @@ fn a_stale_invalid_return_value_does_not_fail_the_run() {
     assert_exit_code(&output, 0);
     assert_eq!(task.record()["status"], "succeeded");
 }
+
+#[test]
+fn a_rejected_snapshot_url_never_shows_its_sas_signature() {
+    let task = Task::new();
+    let output = run(task.command().args([
+        "--snapshot",
+        "https://acct.blob.core.windows.net/only-a-container?sv=2024&sig=S3cr3tSignature%3D",
+        "--",
+        "true",
+    ]));
+    assert_exit_code(&output, 64);
+    let stderr = common::stderr(&output);
+    assert!(
+        stderr.contains("--snapshot") && stderr.contains("sig=REDACTED'"),
+        "{stderr}"
+    );
+    let record = task.record();
+    let text = record.to_string();
+    assert!(
+        !stderr.contains("S3cr3tSignature") && !text.contains("S3cr3tSignature"),
+        "{stderr}\n{text}"
+    );
+    assert_eq!(record["error"]["kind"], "usage");
+}

@@ -171,7 +171,7 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
         cleaned.push_str("REDACTED");
         let tail = &rest[at + 4..];
         let end = tail
-            .find(|c: char| c == '&' || c == ')' || c == '"' || c.is_whitespace())
+            .find(|c: char| matches!(c, '&' | ')' | '"' | '\'') || c.is_whitespace())
             .unwrap_or(tail.len());
         rest = &tail[end..];
     }
