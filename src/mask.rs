@@ -30,6 +30,8 @@ use std::sync::{Arc, RwLock};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
+use crate::supervise::framing::incomplete_utf8_tail;
+
 pub const MASK: &[u8] = b"***";
 
 /// Values shorter than this are not masked: masking `a` or `on` would shred every line
@@ -230,25 +232,6 @@ fn mask_head(matcher: &AhoCorasick, line: &[u8]) -> (Option<Vec<u8>>, usize) {
         out.extend_from_slice(&line[last..cut]);
     }
     (masked, cut)
-}
-
-/// How many bytes at the end of `bytes` are a UTF-8 sequence cut short (0 to 3).
-fn incomplete_utf8_tail(bytes: &[u8]) -> usize {
-    let is_continuation = |b: u8| b & 0b1100_0000 == 0b1000_0000;
-    for back in 1..=bytes.len().min(4) {
-        let byte = bytes[bytes.len() - back];
-        if is_continuation(byte) {
-            continue;
-        }
-        let needed = match byte {
-            0xC0..=0xDF => 2,
-            0xE0..=0xEF => 3,
-            0xF0..=0xF7 => 4,
-            _ => 1,
-        };
-        return if needed > back { back } else { 0 };
-    }
-    0
 }
 
 /// The masker every writer shares; replaced once the secrets are known.

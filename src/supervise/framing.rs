@@ -98,12 +98,22 @@ impl LineFramer {
 }
 
 /// `piece`, less a UTF-8 sequence cut short at its end, so that text split into fragments
-/// stays text in each fragment. Binary data is returned whole.
+/// stays text in each fragment. Binary data is returned whole, and so is a piece that is
+/// nothing but the start of one sequence.
 fn utf8_cut(piece: &[u8]) -> &[u8] {
+    let tail = incomplete_utf8_tail(piece);
+    if tail < piece.len() {
+        &piece[..piece.len() - tail]
+    } else {
+        piece
+    }
+}
+
+/// How many bytes at the end of `bytes` are a UTF-8 sequence cut short (0 to 3).
+pub fn incomplete_utf8_tail(bytes: &[u8]) -> usize {
     let is_continuation = |b: u8| b & 0b1100_0000 == 0b1000_0000;
-    let tail_start = piece.len().saturating_sub(3);
-    for lead in (tail_start..piece.len()).rev() {
-        let byte = piece[lead];
+    for back in 1..=bytes.len().min(4) {
+        let byte = bytes[bytes.len() - back];
         if is_continuation(byte) {
             continue;
         }
@@ -113,12 +123,9 @@ fn utf8_cut(piece: &[u8]) -> &[u8] {
             0xF0..=0xF7 => 4,
             _ => 1,
         };
-        if lead + needed > piece.len() && lead > 0 {
-            return &piece[..lead];
-        }
-        break;
+        return if needed > back { back } else { 0 };
     }
-    piece
+    0
 }
 
 /// The lines of a [`Piece::Lines`] block, each without its `\n`.
