@@ -1,0 +1,25 @@
+"""The Airflow side of the data platform.
+
+DAG authors use two names::
+
+    dag = CustomerDAGFactory.create("user1_pipeline", tenant="user1", schedule="@daily")
+    tasks = PlatformTaskFactory(dag)
+
+Everything else (images, memory, retries, secrets, logging) comes from the platform policy.
+"""
+
+from data_platform.agent_command import Snapshot
+from data_platform.dag_factory import CustomerDAGFactory
+from data_platform.operator import PlatformPodOperator
+from data_platform.policy import PlatformPolicy, PolicyError, load_policy
+from data_platform.task_factory import PlatformTaskFactory
+
+__all__ = [
+    "CustomerDAGFactory",
+    "PlatformPodOperator",
+    "PlatformPolicy",
+    "PlatformTaskFactory",
+    "PolicyError",
+    "Snapshot",
+    "load_policy",
+]

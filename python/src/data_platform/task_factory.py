@@ -1,0 +1,201 @@
+"""`PlatformTaskFactory`: the tasks a DAG author may use. The platform fills in the how."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG
+from kubernetes.client import models as k8s
+
+from data_platform.agent_command import (
+    AgentTask,
+    Snapshot,
+    agent_arguments,
+    check_secrets,
+    check_snapshot,
+)
+from data_platform.dag_factory import platform_dag
+from data_platform.deadlines import nest
+from data_platform.operator import PlatformPodOperator
+from data_platform.policy import PolicyError
+from data_platform.sftp_upload import SftpUploadOperator
+from data_platform.units import UnitError, parse_duration
+
+#: The chart's pod template (a ConfigMap mounted into Airflow); the operator reads it when it runs.
+POD_TEMPLATE_VAR = "DATA_PLATFORM_POD_TEMPLATE_FILE"
+#: The downward-API variables task-agent puts on its telemetry resource.
+DOWNWARD_API_ENV = {
+    "K8S_POD_NAME": "metadata.name",
+    "K8S_NAMESPACE_NAME": "metadata.namespace",
+    "K8S_NODE_NAME": "spec.nodeName",
+}
+#: Variables the platform owns; a task's `env` may not set them.
+_RESERVED_ENV = re.compile(r"^(TASK_AGENT_|OTEL_|AZURE_|K8S_|TRACEPARENT$|TRACESTATE$)")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class PlatformTaskFactory:
+    def __init__(self, dag: DAG) -> None:
+        self.dag = dag
+        self.platform = platform_dag(dag)
+
+    def aks_python(
+        self,
+        task_id: str,
+        snapshot: Snapshot | str,
+        script: str,
+        *,
+        args: Sequence[str] = (),
+        sha256: str | None = None,
+        secrets: Mapping[str, str] | None = None,
+        secret_files: Mapping[str, str] | None = None,
+        size: str = "small",
+        timeout: str | timedelta | None = None,
+        env: Mapping[str, str] | None = None,
+        image: str | None = None,
+        **operator_kwargs: Any,
+    ) -> PlatformPodOperator:
+        """`python SCRIPT ARGS` from `snapshot`, in a pod of the tenant, under task-agent."""
+        policy, tenant = self.platform.policy, self.platform.tenant
+        where = f"{self.dag.dag_id}.{task_id}"
+        try:
+            if isinstance(snapshot, str):
+                snapshot = Snapshot(snapshot, sha256)
+            elif sha256 is not None:
+                snapshot = Snapshot(snapshot.uri, sha256)
+            snapshot = check_snapshot(snapshot, tenant)
+            env_secrets, file_secrets = check_secrets(secrets, secret_files, tenant)
+            size_class = policy.size_class(tenant, size)
+            runtime_image = policy.image(tenant, image)
+            deadlines = nest(self._timeout(timeout), policy.agent_grace)
+        except (PolicyError, UnitError, ValueError) as error:
+            raise PolicyError(f"{where}: {error}") from None
+        if not script or script.startswith("-"):
+            raise PolicyError(f"{where}: script {script!r} must name a Python file in the snapshot")
+        arguments = agent_arguments(
+            AgentTask(
+                tenant=tenant,
+                dag_id=self.dag.dag_id,
+                task_id=task_id,
+                snapshot=snapshot,
+                command=["python", script, *map(str, args)],
+                secrets=env_secrets,
+                secret_files=file_secrets,
+                deadlines=deadlines,
+            )
+        )
+        return PlatformPodOperator(
+            task_id=task_id,
+            dag=self.dag,
+            namespace=tenant.namespace,
+            service_account_name=tenant.service_account,
+            image=runtime_image,
+            cmds=[policy.agent_path],
+            arguments=arguments,
+            env_vars=[*_user_env(where, env), *_downward_api_env()],
+            container_resources=k8s.V1ResourceRequirements(
+                requests={"cpu": size_class.cpu_request, "memory": size_class.memory_request},
+                limits={"cpu": size_class.cpu_limit, "memory": size_class.memory_limit},
+            ),
+            labels={
+                "data-platform.io/tenant": tenant.name,
+                "data-platform.io/size": size_class.name,
+                # The workload identity webhook injects the token only into labelled pods.
+                "azure.workload.identity/use": "true",
+            },
+            pod_template_file=os.environ.get(POD_TEMPLATE_VAR) or None,
+            execution_timeout=deadlines.execution_timeout,
+            active_deadline_seconds=deadlines.active_deadline_seconds,
+            termination_grace_period=deadlines.termination_grace_period,
+            skip_exit_codes=(policy.skip_exit_code,),
+            oom_memory_factor=policy.oom_memory_factor,
+            max_memory=size_class.max_memory,
+            get_logs=True,
+            **operator_kwargs,
+        )
+
+    def python(
+        self,
+        task_id: str,
+        python_callable: Callable[..., Any],
+        *,
+        op_args: Sequence[Any] = (),
+        op_kwargs: Mapping[str, Any] | None = None,
+        timeout: str | timedelta | None = None,
+        **operator_kwargs: Any,
+    ) -> PythonOperator:
+        """A light Python callable on the Airflow worker itself (no pod): glue, not heavy work."""
+        try:
+            budget = self._timeout(timeout)
+        except (PolicyError, UnitError) as error:
+            raise PolicyError(f"{self.dag.dag_id}.{task_id}: {error}") from None
+        return PythonOperator(
+            task_id=task_id,
+            dag=self.dag,
+            python_callable=python_callable,
+            op_args=list(op_args),
+            op_kwargs=dict(op_kwargs or {}),
+            execution_timeout=budget,
+            **operator_kwargs,
+        )
+
+    def dummy(self, task_id: str, **operator_kwargs: Any) -> EmptyOperator:
+        return EmptyOperator(task_id=task_id, dag=self.dag, **operator_kwargs)
+
+    def sftp_upload(
+        self, task_id: str, source: str, remote_path: str, conn_id: str, **operator_kwargs: Any
+    ) -> SftpUploadOperator:
+        """Uploads a local file or a blob of the tenant's storage to a partner's SFTP server."""
+        return SftpUploadOperator(
+            task_id=task_id,
+            dag=self.dag,
+            source=source,
+            remote_path=remote_path,
+            sftp_conn_id=conn_id,
+            allowed_storage=self.platform.tenant.storage,
+            **operator_kwargs,
+        )
+
+    def _timeout(self, asked: str | timedelta | None) -> timedelta:
+        limit = self.platform.execution_timeout
+        if asked is None:
+            return limit
+        value = parse_duration(asked, "timeout")
+        if value <= timedelta(0) or value > limit:
+            raise PolicyError(
+                f"timeout={asked} is above the DAG's execution_timeout ({int(limit.total_seconds())}s); "
+                "ask for less, or raise the DAG's execution_timeout within the platform's limit"
+            )
+        return value
+
+
+def _user_env(where: str, env: Mapping[str, str] | None) -> list[k8s.V1EnvVar]:
+    variables = []
+    for name, value in (env or {}).items():
+        if not _ENV_NAME.match(name):
+            raise PolicyError(
+                f"{where}: env name {name!r} is not a valid variable name; use letters, digits and _"
+            )
+        if _RESERVED_ENV.match(name):
+            raise PolicyError(
+                f"{where}: env {name!r} is set by the platform; use another name "
+                "(secrets go in `secrets=`, limits in `size=` and `timeout=`)"
+            )
+        variables.append(k8s.V1EnvVar(name=name, value=str(value)))
+    return variables
+
+
+def _downward_api_env() -> list[k8s.V1EnvVar]:
+    return [
+        k8s.V1EnvVar(
+            name=name,
+            value_from=k8s.V1EnvVarSource(field_ref=k8s.V1ObjectFieldSelector(field_path=path)),
+        )
+        for name, path in DOWNWARD_API_ENV.items()
+    ]
