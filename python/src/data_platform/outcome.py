@@ -175,7 +175,8 @@ def _summary(record: Record) -> str:
         parts.append(f"memory_limit={human_bytes(record.memory_limit_bytes)}")
     if record.error_kind:
         parts.append(f"reason={record.error_kind}: {record.error_message}")
+    summary = ", ".join(parts)
     tail = record.data.get("log_tail") or []
     if record.status != "succeeded" and tail:
-        parts.append("last stderr lines:\n  " + "\n  ".join(str(line) for line in tail[-5:]))
-    return ", ".join(parts[:-1]) + (", " if len(parts) > 1 else "") + parts[-1]
+        summary += "\nlast stderr lines:\n  " + "\n  ".join(str(line) for line in tail[-5:])
+    return summary

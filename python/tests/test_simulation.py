@@ -1,0 +1,392 @@
+"""End to end without a cluster: the rendered pod's command runs under the real task-agent
+against Azurite, and the record it writes goes back through the operator's completion path.
+
+Each test asserts the XCom values and the outcome Airflow would act on (success, skip, fail
+without retry, retry), for every status the agent reports, and for a container that died
+before it could write a record.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from azure.storage.blob import BlobServiceClient
+from kubernetes.client import models as k8s
+
+from conftest import DAGS, POLICY_FILE, REPO, Azurite
+from data_platform import CustomerDAGFactory, PlatformPodOperator, PlatformTaskFactory, Snapshot
+from data_platform.operator import MEMORY_LIMIT_KEY, RECORD_XCOM_KEY
+from podsim import (
+    ContainerRun,
+    TaskInstance,
+    TaskStateStore,
+    complete,
+    context_for,
+    finished,
+    record_cluster_calls,
+    render,
+    run_container,
+)
+
+#: Scripts of a second snapshot, one per way a task can end.
+SCENARIOS = {
+    "ok.py": "import json, os\njson.dump({'ok': True}, open(os.environ['TASK_AGENT_RETURN_FILE'], 'w'))\n",
+    "skip.py": "import sys\nprint('nothing to do today')\nsys.exit(99)\n",
+    "fail.py": "import sys\nprint('bad row 17: amount is not a number', file=sys.stderr)\nsys.exit(3)\n",
+    "sleep.py": "import time\nprint('working', flush=True)\ntime.sleep(60)\n",
+    "hog.py": (
+        "import time\nblocks = []\n"
+        "while True:\n    blocks.append(bytearray(16 << 20))\n    time.sleep(0.01)\n"
+    ),
+    "big_return.py": (
+        "import json, os\n"
+        "json.dump({'rows': list(range(3000))}, open(os.environ['TASK_AGENT_RETURN_FILE'], 'w'))\n"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def blob_service(azurite: Azurite) -> BlobServiceClient:
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    for container in ("snapshots", "exports"):
+        if not service.get_container_client(container).exists():
+            service.create_container(container)
+    return service
+
+
+def publish(
+    agent_binary: Path, source: Path, name: str, service: BlobServiceClient, azurite: Azurite, tmp: Path
+) -> Snapshot:
+    """Packs a directory with `task-agent pack` and uploads it, as a tenant's CI would."""
+    archive = tmp / f"{name}.tar.gz"
+    packed = subprocess.run(
+        [str(agent_binary), "pack", "--output", str(archive), str(source)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    sha256 = packed.stdout.split()[0]
+    service.get_blob_client("snapshots", f"{name}.tar.gz").upload_blob(archive.read_bytes(), overwrite=True)
+    return Snapshot(f"{azurite.endpoint}/snapshots/{name}.tar.gz", sha256)
+
+
+@pytest.fixture(scope="module")
+def snapshots(
+    agent_binary: Path,
+    blob_service: BlobServiceClient,
+    azurite: Azurite,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Snapshot]:
+    tmp = tmp_path_factory.mktemp("snapshots")
+    scenarios = tmp / "scenarios"
+    scenarios.mkdir()
+    for name, code in SCENARIOS.items():
+        (scenarios / name).write_text(code)
+    return {
+        "pipeline": publish(
+            agent_binary, REPO / "examples" / "user1_pipeline", "user1_pipeline", blob_service, azurite, tmp
+        ),
+        "scenarios": publish(agent_binary, scenarios, "scenarios", blob_service, azurite, tmp),
+    }
+
+
+@pytest.fixture
+def platform(
+    azurite: Azurite, snapshots: dict[str, Snapshot], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """The example policy with user1's storage on Azurite; returns what the pod template adds."""
+    policy = yaml.safe_load(POLICY_FILE.read_text())
+    policy["tenants"]["user1"]["storage"] = [f"{azurite.endpoint}/snapshots", f"{azurite.endpoint}/exports"]
+    policy_file = tmp_path / "platform-policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy))
+    monkeypatch.setenv("DATA_PLATFORM_POLICY_FILE", str(policy_file))
+    monkeypatch.setenv("USER1_PIPELINE_SNAPSHOT", snapshots["pipeline"].uri)
+    monkeypatch.setenv("USER1_PIPELINE_SNAPSHOT_SHA256", snapshots["pipeline"].sha256 or "")
+    # The worker reads spilled return values with the same credential the pod uses.
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+    yield {
+        # On AKS the pod's workload identity; here Azurite's account key.
+        "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
+        "TASK_AGENT_POLICY_FILE": str(policy_file),
+        "TASK_AGENT_SNAPSHOT_RETRY_BUDGET": "2s",
+    }
+
+
+def scenario_task(snapshots: dict[str, Snapshot], script: str, **kwargs: Any) -> PlatformPodOperator:
+    dag = CustomerDAGFactory.create("user1_scenarios", tenant="user1", schedule=None)
+    return PlatformTaskFactory(dag).aks_python(
+        script.removesuffix(".py"), snapshots["scenarios"], script, **kwargs
+    )
+
+
+def run_task(
+    op: PlatformPodOperator,
+    agent_binary: Path,
+    root: Path,
+    platform_env: dict[str, str],
+    *,
+    ti: TaskInstance | None = None,
+    store: TaskStateStore | None = None,
+    reason: str | None = None,
+    **run_options: Any,
+) -> tuple[TaskInstance, TaskStateStore, ContainerRun, k8s.V1Pod, Any]:
+    ti = ti or TaskInstance()
+    store = store or TaskStateStore()
+    context = context_for(op, ti, store)
+    pod = render(op, context)
+    root.mkdir(parents=True, exist_ok=True)
+    run = run_container(pod, agent_binary, root, platform_env=platform_env, **run_options)
+    remote = finished(pod, run, reason=reason)
+    calls = record_cluster_calls(op, remote)
+    error: Exception | None = None
+    try:
+        complete(op, pod, remote, context)
+    except AirflowException as raised:
+        error = raised
+    assert calls.deleted == [pod.metadata.name], "the pod is deleted whatever the outcome"
+    return ti, store, run, pod, error
+
+
+def test_the_seed_pipeline_runs_end_to_end(
+    agent_binary: Path, platform: dict[str, str], tmp_path: Path
+) -> None:
+    dag_file = runpy.run_path(str(DAGS / "user1_pipeline.py"))
+    validate, transform = dag_file["validate"], dag_file["transform"]
+    assert [t.task_id for t in dag_file["dag"].tasks] == ["validate", "transform", "upload"]
+
+    ti, _, run, _, error = run_task(validate, agent_binary, tmp_path / "validate", platform)
+    assert error is None, error
+    assert run.exit_code == 0, run.logs
+    assert "validate: 3 rows ok" in run.logs
+    assert ti.xcom["return_value"] == {"rows": 3}
+    record = ti.xcom[RECORD_XCOM_KEY]
+    assert record["status"] == "succeeded"
+    assert record["task"] == {
+        "tenant": "user1",
+        "dag_id": "user1_pipeline",
+        "task_id": "validate",
+        "run_id": "scheduled__2026-11-26T00:00:00+00:00",
+        "try_number": 1,
+        "map_index": -1,
+    }
+    assert record["snapshot"]["sha256"] == dag_file["snapshot"].sha256
+
+    output_dir = tmp_path / "data"
+    platform_with_output = {**platform, "OUTPUT_DIR": str(output_dir)}
+    ti, _, run, _, error = run_task(transform, agent_binary, tmp_path / "transform", platform_with_output)
+    assert error is None, error
+    assert ti.xcom["return_value"]["output"] == str(output_dir / "out.csv")
+    assert (output_dir / "out.csv").read_text().splitlines()[0] == "id,amount_cents"
+
+
+def test_skip_exit_code_skips_the_task(
+    agent_binary: Path, platform: dict[str, str], snapshots: dict[str, Snapshot], tmp_path: Path
+) -> None:
+    ti, _, run, _, error = run_task(scenario_task(snapshots, "skip.py"), agent_binary, tmp_path, platform)
+    assert run.exit_code == 99
+    assert isinstance(error, AirflowSkipException), error
+    assert "exited 99" in str(error)
+    assert ti.xcom[RECORD_XCOM_KEY]["child_exit_code"] == 99
+
+
+def test_a_failing_command_is_retried_with_its_exit_code_and_stderr_in_the_message(
+    agent_binary: Path, platform: dict[str, str], snapshots: dict[str, Snapshot], tmp_path: Path
+) -> None:
+    ti, _, run, _, error = run_task(scenario_task(snapshots, "fail.py"), agent_binary, tmp_path, platform)
+    assert run.exit_code == 3
+    assert type(error) is AirflowException, error
+    message = str(error)
+    assert "status=failed" in message and "exit_code=3" in message
+    assert "bad row 17" in message
+    assert "peak_memory=" in message
+    assert "None" not in message.split("last stderr")[0]
+    assert "return_value" not in ti.xcom
+    assert ti.xcom[RECORD_XCOM_KEY]["status"] == "failed"
+
+
+def test_a_snapshot_that_fails_its_checksum_fails_without_retry(
+    agent_binary: Path, platform: dict[str, str], snapshots: dict[str, Snapshot], tmp_path: Path
+) -> None:
+    wrong = Snapshot(snapshots["scenarios"].uri, "0" * 64)
+    dag = CustomerDAGFactory.create("user1_integrity", tenant="user1", schedule=None)
+    op = PlatformTaskFactory(dag).aks_python("ok", wrong, "ok.py")
+    ti, _, run, _, error = run_task(op, agent_binary, tmp_path, platform)
+    assert run.exit_code == 65
+    assert isinstance(error, AirflowFailException), error
+    assert "snapshot_integrity" in str(error)
+    assert "none is spent" in str(error)
+    assert ti.xcom[RECORD_XCOM_KEY]["retryable"] is False
+
+
+def test_an_unreachable_snapshot_is_a_retryable_agent_error(
+    agent_binary: Path,
+    platform: dict[str, str],
+    snapshots: dict[str, Snapshot],
+    azurite: Azurite,
+    tmp_path: Path,
+) -> None:
+    op = scenario_task(snapshots, "ok.py")
+    # Storage that is down: a closed port where Azurite was.
+    dead_uri = snapshots["scenarios"].uri.replace(f":{azurite.port}/", ":9/")
+    ti, _, run, _, error = run_task(
+        op, agent_binary, tmp_path, platform, replace_args={"--snapshot": dead_uri}
+    )
+    assert run.exit_code == 69, run.logs
+    assert type(error) is AirflowException, error
+    assert "retrying may help" in str(error)
+    assert ti.xcom[RECORD_XCOM_KEY]["error"]["kind"] == "snapshot_unavailable"
+
+
+def test_a_pod_terminated_from_outside_is_retried(
+    agent_binary: Path, platform: dict[str, str], snapshots: dict[str, Snapshot], tmp_path: Path
+) -> None:
+    ti, _, run, _, error = run_task(
+        scenario_task(snapshots, "sleep.py"), agent_binary, tmp_path, platform, sigterm_after=2.0
+    )
+    assert run.exit_code == 143, run.logs
+    assert type(error) is AirflowException, error
+    assert "stopped from outside" in str(error)
+    assert ti.xcom[RECORD_XCOM_KEY]["status"] == "terminated"
+
+
+def test_a_timeout_follows_the_retry_policy(
+    agent_binary: Path, platform: dict[str, str], snapshots: dict[str, Snapshot], tmp_path: Path
+) -> None:
+    op = scenario_task(snapshots, "sleep.py")
+    # The agent's deadline as rendered is minutes; shortened so the test does not wait for it.
+    _, _, run, _, error = run_task(op, agent_binary, tmp_path, platform, replace_args={"--timeout": "1s"})
+    assert run.exit_code == 124, run.logs
+    assert type(error) is AirflowException, error
+    assert "timed out" in str(error) and "exit_code=124" in str(error)
+
+
+def test_out_of_memory_retries_with_a_raised_limit_up_to_the_size_class_maximum(
+    agent_binary: Path, platform: dict[str, str], snapshots: dict[str, Snapshot], tmp_path: Path
+) -> None:
+    # The soft limit the agent would derive from the container's cgroup, set directly here.
+    small_limit = {**platform, "TASK_AGENT_MEMORY_LIMIT": "96Mi"}
+    op = scenario_task(snapshots, "hog.py")
+    store = TaskStateStore()
+    ti, _, run, pod, error = run_task(op, agent_binary, tmp_path / "try1", small_limit, store=store)
+    assert run.exit_code == 137, run.logs
+    assert pod.spec.containers[0].resources.limits["memory"] == "1Gi"
+    assert type(error) is AirflowException, error
+    assert "ran out of memory" in str(error) and "1.5 GiB" in str(error)
+    assert ti.xcom[RECORD_XCOM_KEY]["status"] == "oom_killed"
+    assert store.values[MEMORY_LIMIT_KEY] == 1536 * 2**20
+
+    # The next try of the same task instance gets the raised limit, and so on up to max_memory.
+    limits = []
+    for try_number in (2, 3, 4, 5):
+        op = scenario_task(snapshots, "hog.py")
+        ti = TaskInstance(try_number=try_number)
+        _, _, run, pod, error = run_task(
+            op, agent_binary, tmp_path / f"try{try_number}", small_limit, ti=ti, store=store
+        )
+        limits.append(pod.spec.containers[0].resources.limits["memory"])
+        assert ti.xcom[RECORD_XCOM_KEY]["task"]["try_number"] == try_number
+    assert limits == ["1536Mi", "2304Mi", "3456Mi", "4Gi"]
+    assert "already the size class's maximum" in str(error)
+
+
+def test_a_container_killed_before_its_record_falls_back_to_the_container_state(
+    agent_binary: Path, platform: dict[str, str], snapshots: dict[str, Snapshot], tmp_path: Path
+) -> None:
+    op = scenario_task(snapshots, "ok.py")
+    ti, store = TaskInstance(), TaskStateStore()
+    context = context_for(op, ti, store)
+    pod = render(op, context)
+    # The kernel killed the whole container (cgroup OOM, memory.oom.group): no record, no logs.
+    killed = ContainerRun(exit_code=137, termination_file="", logs="")
+    remote = finished(pod, killed, reason="OOMKilled")
+    calls = record_cluster_calls(op, remote)
+    with pytest.raises(AirflowException) as raised:
+        complete(op, pod, remote, context)
+    message = str(raised.value)
+    assert type(raised.value) is AirflowException
+    assert "killed by the kernel for using too much memory" in message
+    assert "exit code 137" in message and "OOMKilled" in message
+    assert "next try gets a 1.5 GiB memory limit" in message
+    assert store.values[MEMORY_LIMIT_KEY] == 1536 * 2**20
+    assert RECORD_XCOM_KEY not in ti.xcom
+    assert calls.deleted == [pod.metadata.name]
+
+
+def test_log_text_in_place_of_a_record_is_reported_as_such(
+    agent_binary: Path, platform: dict[str, str], snapshots: dict[str, Snapshot], tmp_path: Path
+) -> None:
+    op = scenario_task(snapshots, "ok.py")
+    context = context_for(op, TaskInstance(), TaskStateStore())
+    pod = render(op, context)
+    # FallbackToLogsOnError: the record file was empty, so the kubelet used the log's tail.
+    crashed = ContainerRun(exit_code=2, termination_file="", logs="exec format error\n")
+    remote = finished(pod, crashed)
+    record_cluster_calls(op, remote)
+    with pytest.raises(AirflowException) as raised:
+        complete(op, pod, remote, context)
+    message = str(raised.value)
+    assert "not a task-agent record" in message and "exec format error" in message
+    assert "exit code 2" in message
+
+
+def test_a_return_value_too_large_for_the_record_is_downloaded(
+    agent_binary: Path,
+    platform: dict[str, str],
+    snapshots: dict[str, Snapshot],
+    azurite: Azurite,
+    tmp_path: Path,
+) -> None:
+    spill = {**platform, "TASK_AGENT_RETURN_UPLOAD": f"{azurite.endpoint}/exports/returns"}
+    ti, _, run, _, error = run_task(scenario_task(snapshots, "big_return.py"), agent_binary, tmp_path, spill)
+    assert error is None, run.logs
+    record = ti.xcom[RECORD_XCOM_KEY]
+    assert record["return_value"] is None and record["return_value_ref"]["bytes"] > 4096
+    assert ti.xcom["return_value"] == {"rows": list(range(3000))}
+    assert len(json.dumps(record)) <= 4096
+
+
+@pytest.mark.parametrize(
+    ("script", "event_status", "expected"),
+    [
+        ("ok.py", "success", None),
+        ("skip.py", "failed", AirflowSkipException),
+        ("fail.py", "failed", AirflowException),
+    ],
+)
+def test_the_deferrable_path_reaches_the_same_verdict(
+    agent_binary: Path,
+    platform: dict[str, str],
+    snapshots: dict[str, Snapshot],
+    tmp_path: Path,
+    script: str,
+    event_status: str,
+    expected: type[Exception] | None,
+) -> None:
+    op = scenario_task(snapshots, script, deferrable=True)
+    ti = TaskInstance()
+    context = context_for(op, ti, TaskStateStore())
+    pod = render(op, context)
+    remote = finished(pod, run_container(pod, agent_binary, tmp_path, platform_env=platform))
+    calls = record_cluster_calls(op, remote)
+    op.get_logs = False  # the trigger streamed them while the pod ran
+    # What the triggerer sends back when it sees the pod end.
+    event = {"status": event_status, "name": pod.metadata.name, "namespace": pod.metadata.namespace,
+             "message": "pod ended"}  # fmt: skip
+    if expected is None:
+        op.trigger_reentry(context, event)  # type: ignore[arg-type]
+        assert ti.xcom["return_value"] == {"ok": True}
+    else:
+        with pytest.raises(expected) as raised:
+            op.trigger_reentry(context, event)  # type: ignore[arg-type]
+        assert type(raised.value) is expected
+        assert "status=failed" in str(raised.value)
+    assert ti.xcom[RECORD_XCOM_KEY]["task"]["task_id"] == script.removesuffix(".py")
+    assert calls.deleted == [pod.metadata.name]
