@@ -8,8 +8,10 @@ turns the record into success, skip, fail-without-retry or retry.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Collection
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -17,8 +19,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from kubernetes.client import models as k8s
 
 from data_platform import record as records
-from data_platform.agent_command import without_query
 from data_platform.outcome import ContainerEnd, MemoryPlan, Outcome, Verdict, decide
+from data_platform.storage import blob_client, blob_error, without_query
 from data_platform.trace import trace_environment
 from data_platform.units import UnitError, format_bytes, parse_bytes
 
@@ -167,16 +169,20 @@ def container_end(pod: k8s.V1Pod, container_name: str) -> ContainerEnd | None:
 
 def download_return_value(ref: dict[str, Any]) -> Any:
     """A return value the agent spilled to Blob Storage (too large for the record), verified."""
-    import hashlib
-
-    from data_platform.blob import blob_client
+    from azure.core.exceptions import AzureError
 
     uri = str(ref["uri"])
-    body = blob_client(uri).download_blob().readall()
+    shown = without_query(uri)
+    with ExitStack() as stack:
+        client, credential = blob_client(uri, stack)
+        try:
+            body = client.download_blob().readall()
+        except AzureError as err:
+            raise blob_error(err, shown, credential) from None
     digest = hashlib.sha256(body).hexdigest()
     if digest != ref["sha256"]:
         raise AirflowException(
-            f"the return value at {without_query(uri)} has sha256 {digest}, but the record says "
+            f"the return value at {shown} has sha256 {digest}, but the record says "
             f"{ref['sha256']}: it was changed after the task wrote it"
         )
     return json.loads(body)
