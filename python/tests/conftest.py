@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from ports import free_port
+from sshd import SshKey, SshServer, generate_key, running_sshd
+
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 POLICY_FILE = REPO / "config" / "platform-policy.yaml"
@@ -32,12 +35,6 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS))
 os.environ.pop("DATA_PLATFORM_POLICY_FILE", None)
 os.environ.pop("DATA_PLATFORM_POD_TEMPLATE_FILE", None)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
@@ -104,3 +101,21 @@ def azurite() -> Iterator[Azurite]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def ssh_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SshKey]:
+    keys_dir = tmp_path_factory.mktemp("ssh-keys")
+    return {
+        "host": generate_key(keys_dir / "host_key"),
+        "user": generate_key(keys_dir / "user_key"),
+        # Known to nobody: a user key the partner never installed, a host key an impostor presents.
+        "stranger": generate_key(keys_dir / "stranger_key"),
+    }
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory: pytest.TempPathFactory, ssh_keys: dict[str, SshKey]) -> Iterator[SshServer]:
+    """A real OpenSSH sshd on a loopback port that accepts ssh_keys["user"]."""
+    with running_sshd(tmp_path_factory.mktemp("sshd"), ssh_keys["host"], [ssh_keys["user"]]) as server:
+        yield server

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ports import free_port
+
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
 # sshd refuses to start without its privilege separation directory when run as root.
@@ -41,12 +43,6 @@ class SshServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def generate_key(path: Path, key_type: str = "ed25519") -> SshKey:
@@ -85,8 +81,14 @@ def running_sshd(
     authorized_keys: list[SshKey],
     *,
     sftp_server: str = "internal-sftp",
+    chroot: Path | None = None,
 ) -> Iterator[SshServer]:
-    """Run sshd until the block ends; ``sftp_server`` is the Subsystem command (e.g. ``internal-sftp -R``)."""
+    """Run sshd until the block ends; ``sftp_server`` is the Subsystem command (e.g. ``internal-sftp -R``).
+
+    With ``chroot``, SFTP sessions see that directory as ``/`` (a partner's server, where
+    ``/incoming`` is theirs, not this machine's). sshd wants it, and every directory above it,
+    owned by root and writable by no one else.
+    """
     if not SSHD.exists():
         raise RuntimeError(f"{SSHD} is missing: apt-get install -y openssh-server")
     if os.geteuid() == 0:
@@ -114,6 +116,7 @@ def running_sshd(
                 "MaxStartups 100",
                 "LogLevel VERBOSE",
                 f"Subsystem sftp {sftp_server}",
+                *([f"ChrootDirectory {chroot}"] if chroot else []),
                 "",
             ]
         )

@@ -24,26 +24,10 @@ from azure.storage.blob import BlobSasPermissions, BlobServiceClient, ContainerC
 from data_platform.sftp_upload import SftpUploadOperator
 from data_platform.sources import BLOB_CHUNK_BYTES, LOCAL_READ_BYTES
 from data_platform.storage import without_sas
-from sshd import SshKey, SshServer, free_port, generate_key, running_sshd, sftp_connection_json
+from ports import free_port
+from sshd import SshKey, SshServer, running_sshd, sftp_connection_json
 
 CONN_ID = "partner_sftp"
-
-
-@pytest.fixture(scope="session")
-def ssh_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SshKey]:
-    keys_dir = tmp_path_factory.mktemp("ssh-keys")
-    return {
-        "host": generate_key(keys_dir / "host_key"),
-        "user": generate_key(keys_dir / "user_key"),
-        # Known to nobody: a user key the partner never installed, a host key an impostor presents.
-        "stranger": generate_key(keys_dir / "stranger_key"),
-    }
-
-
-@pytest.fixture(scope="session")
-def sshd_server(tmp_path_factory: pytest.TempPathFactory, ssh_keys: dict[str, SshKey]) -> Iterator[SshServer]:
-    with running_sshd(tmp_path_factory.mktemp("sshd"), ssh_keys["host"], [ssh_keys["user"]]) as server:
-        yield server
 
 
 @pytest.fixture(autouse=True)

@@ -9,9 +9,13 @@ before it could write a record.
 from __future__ import annotations
 
 import json
+import os
 import runpy
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ from podsim import (
     render,
     run_container,
 )
+from sshd import SshKey, SshServer, running_sshd, sftp_connection_json
 
 #: Scripts of a second snapshot, one per way a task can end.
 SCENARIOS = {
@@ -155,8 +160,25 @@ def run_task(
     return ti, store, run, pod, error
 
 
+@contextmanager
+def partner_server(tmp_path: Path, ssh_keys: dict[str, SshKey]) -> Iterator[tuple[SshServer, Path]]:
+    if os.geteuid() != 0:
+        pytest.skip("sshd can chroot only as root (CI runs as root)")
+    # sshd chroots only into a directory that root owns and no one else may write, up to /.
+    root = Path(tempfile.mkdtemp(prefix="partner-sftp-", dir="/run"))
+    try:
+        with running_sshd(tmp_path / "sshd", ssh_keys["host"], [ssh_keys["user"]], chroot=root) as server:
+            yield server, root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def test_the_seed_pipeline_runs_end_to_end(
-    agent_binary: Path, platform: dict[str, str], tmp_path: Path
+    agent_binary: Path,
+    platform: dict[str, str],
+    ssh_keys: dict[str, SshKey],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     dag_file = runpy.run_path(str(DAGS / "user1_pipeline.py"))
     validate, transform = dag_file["validate"], dag_file["transform"]
@@ -183,8 +205,21 @@ def test_the_seed_pipeline_runs_end_to_end(
     platform_with_output = {**platform, "OUTPUT_DIR": str(output_dir)}
     ti, _, run, _, error = run_task(transform, agent_binary, tmp_path / "transform", platform_with_output)
     assert error is None, error
-    assert ti.xcom["return_value"]["output"] == str(output_dir / "out.csv")
-    assert (output_dir / "out.csv").read_text().splitlines()[0] == "id,amount_cents"
+    output = output_dir / "out.csv"
+    assert ti.xcom["return_value"]["output"] == str(output)
+    assert output.read_text().splitlines()[0] == "id,amount_cents"
+
+    # The partner's SFTP server, where /incoming is theirs: a real sshd chrooted to a directory.
+    upload = dag_file["upload"]
+    with partner_server(tmp_path, ssh_keys) as (server, partner_root):
+        monkeypatch.setenv("AIRFLOW_CONN_SFTP", sftp_connection_json(server, ssh_keys["user"]))
+        # The seed reads /data/out.csv, where transform wrote it in its pod; here, in tmp_path.
+        assert upload.source == "/data/out.csv"
+        upload.source = str(output)
+        result = upload.execute({})
+        assert (partner_root / "incoming" / "out.csv").read_bytes() == output.read_bytes()
+    assert result["remote_path"] == "/incoming/out.csv"
+    assert result["sha256"] == ti.xcom["return_value"]["sha256"]
 
 
 def test_skip_exit_code_skips_the_task(
