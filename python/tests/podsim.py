@@ -25,47 +25,6 @@ from kubernetes.client import models as k8s
 
 from data_platform.operator import PlatformPodOperator
 
-RUN_ID = "scheduled__2026-11-26T00:00:00+00:00"
-
-
-class TaskStateStore:
-    """The task state store Airflow 3.3 shares between the tries of a task instance."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any, **_: Any) -> None:
-        self.values[key] = value
-
-
-@dataclass
-class TaskInstance:
-    """What the operator touches of a running task instance: its try and its XCom pushes."""
-
-    dag_id: str = ""
-    task_id: str = ""
-    try_number: int = 1
-    map_index: int = -1
-    xcom: dict[str, Any] = field(default_factory=dict)
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
-def context_for(op: PlatformPodOperator, ti: TaskInstance, store: TaskStateStore) -> dict[str, Any]:
-    """The parts of Airflow's task context the operator reads, for one try of `op`."""
-    ti.dag_id, ti.task_id = op.dag_id, op.task_id
-    return {"run_id": RUN_ID, "ti": ti, "dag": op.dag, "task_state_store": store}
-
-
-def render(op: PlatformPodOperator, context: Mapping[str, Any]) -> k8s.V1Pod:
-    """The pod Airflow would create: templates rendered, then the request built."""
-    op.render_template_fields(context)  # type: ignore[arg-type]
-    return op.build_pod_request_obj(context, dry_run=True)  # type: ignore[arg-type]
-
 
 @dataclass(frozen=True)
 class ContainerRun:

@@ -30,15 +30,12 @@ from data_platform import CustomerDAGFactory, PlatformPodOperator, PlatformTaskF
 from data_platform.operator import MEMORY_LIMIT_KEY, RECORD_XCOM_KEY
 from podsim import (
     ContainerRun,
-    TaskInstance,
-    TaskStateStore,
     complete,
-    context_for,
     finished,
     record_cluster_calls,
-    render,
     run_container,
 )
+from rendering import StateStore, context_for, render
 from sshd import SshKey, SshServer, running_sshd, sftp_connection_json
 
 #: Scripts of a second snapshot, one per way a task can end.
@@ -138,14 +135,14 @@ def run_task(
     root: Path,
     platform_env: dict[str, str],
     *,
-    ti: TaskInstance | None = None,
-    store: TaskStateStore | None = None,
+    try_number: int = 1,
+    store: StateStore | None = None,
     reason: str | None = None,
     **run_options: Any,
-) -> tuple[TaskInstance, TaskStateStore, ContainerRun, k8s.V1Pod, Any]:
-    ti = ti or TaskInstance()
-    store = store or TaskStateStore()
-    context = context_for(op, ti, store)
+) -> tuple[Any, StateStore, ContainerRun, k8s.V1Pod, Any]:
+    store = store or StateStore()
+    context = context_for(op, try_number=try_number, store=store)
+    ti = context["ti"]
     pod = render(op, context)
     root.mkdir(parents=True, exist_ok=True)
     run = run_container(pod, agent_binary, root, platform_env=platform_env, **run_options)
@@ -309,7 +306,7 @@ def test_out_of_memory_retries_with_a_raised_limit_up_to_the_size_class_maximum(
     # The soft limit the agent would derive from the container's cgroup, set directly here.
     small_limit = {**platform, "TASK_AGENT_MEMORY_LIMIT": "96Mi"}
     op = scenario_task(snapshots, "hog.py")
-    store = TaskStateStore()
+    store = StateStore()
     ti, _, run, pod, error = run_task(op, agent_binary, tmp_path / "try1", small_limit, store=store)
     assert run.exit_code == 137, run.logs
     assert pod.spec.containers[0].resources.limits["memory"] == "1Gi"
@@ -322,9 +319,8 @@ def test_out_of_memory_retries_with_a_raised_limit_up_to_the_size_class_maximum(
     limits = []
     for try_number in (2, 3, 4, 5):
         op = scenario_task(snapshots, "hog.py")
-        ti = TaskInstance(try_number=try_number)
-        _, _, run, pod, error = run_task(
-            op, agent_binary, tmp_path / f"try{try_number}", small_limit, ti=ti, store=store
+        ti, _, run, pod, error = run_task(
+            op, agent_binary, tmp_path / f"try{try_number}", small_limit, try_number=try_number, store=store
         )
         limits.append(pod.spec.containers[0].resources.limits["memory"])
         assert ti.xcom[RECORD_XCOM_KEY]["task"]["try_number"] == try_number
@@ -336,8 +332,9 @@ def test_a_container_killed_before_its_record_falls_back_to_the_container_state(
     agent_binary: Path, platform: dict[str, str], snapshots: dict[str, Snapshot], tmp_path: Path
 ) -> None:
     op = scenario_task(snapshots, "ok.py")
-    ti, store = TaskInstance(), TaskStateStore()
-    context = context_for(op, ti, store)
+    store = StateStore()
+    context = context_for(op, store=store)
+    ti = context["ti"]
     pod = render(op, context)
     # The kernel killed the whole container (cgroup OOM, memory.oom.group): no record, no logs.
     killed = ContainerRun(exit_code=137, termination_file="", logs="")
@@ -359,7 +356,7 @@ def test_log_text_in_place_of_a_record_is_reported_as_such(
     agent_binary: Path, platform: dict[str, str], snapshots: dict[str, Snapshot], tmp_path: Path
 ) -> None:
     op = scenario_task(snapshots, "ok.py")
-    context = context_for(op, TaskInstance(), TaskStateStore())
+    context = context_for(op, store=StateStore())
     pod = render(op, context)
     # FallbackToLogsOnError: the record file was empty, so the kubelet used the log's tail.
     crashed = ContainerRun(exit_code=2, termination_file="", logs="exec format error\n")
@@ -406,8 +403,8 @@ def test_the_deferrable_path_reaches_the_same_verdict(
     expected: type[Exception] | None,
 ) -> None:
     op = scenario_task(snapshots, script, deferrable=True)
-    ti = TaskInstance()
-    context = context_for(op, ti, TaskStateStore())
+    context = context_for(op, store=StateStore())
+    ti = context["ti"]
     pod = render(op, context)
     remote = finished(pod, run_container(pod, agent_binary, tmp_path, platform_env=platform))
     calls = record_cluster_calls(op, remote)

@@ -15,10 +15,17 @@ from urllib.parse import urlsplit
 
 from data_platform.deadlines import Deadlines
 from data_platform.policy import PolicyError, Tenant
+from data_platform.storage import storage_violation, without_query
 from data_platform.units import format_duration
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: What task-agent accepts in a Key Vault reference (it refuses anything else with a usage error).
+_VAULT_NAME = re.compile(r"^[A-Za-z0-9-]{3,24}$")
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9-]{1,127}$")
+_SECRET_VERSION = re.compile(r"^[A-Za-z0-9]+$")
+#: Key Vault's DNS suffixes (public and sovereign clouds): a full URL must name a Key Vault host.
+_VAULT_HOST_SUFFIXES = (".vault.azure.net", ".vault.azure.cn", ".vault.usgovcloudapi.net")
 #: Airflow renders these per try; the agent stamps them on its record, logs and telemetry.
 RUN_ID_TEMPLATE = "{{ run_id }}"
 TRY_NUMBER_TEMPLATE = "{{ ti.try_number }}"
@@ -90,12 +97,9 @@ def check_storage(uri: str, tenant: Tenant, *, field: str) -> None:
             f"{field}: {shown!r} is not a blob URL; expected "
             "https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH in the tenant's storage"
         )
-    if not any(_within(shown, prefix) for prefix in tenant.storage):
-        allowed = ", ".join(tenant.storage) or "none"
-        raise PolicyError(
-            f"{field}: {shown!r} is not in tenant {tenant.name!r}'s storage (allowed: {allowed}); "
-            "publish it there, or ask the platform team to add the container"
-        )
+    problem = storage_violation(uri, tenant.storage, f"tenant {tenant.name!r}")
+    if problem is not None:
+        raise PolicyError(f"{field}: {problem}, or publish it there")
 
 
 def check_secrets(
@@ -121,7 +125,8 @@ def check_secrets(
         if vault is None:
             raise PolicyError(
                 f"{field}: {reference!r} is not a Key Vault secret; expected VAULT/NAME[/VERSION] "
-                "or https://VAULT.vault.azure.net/secrets/NAME"
+                "or https://VAULT.vault.azure.net/secrets/NAME[/VERSION] (vault: 3-24 letters, digits "
+                "and dashes; name: letters, digits and dashes)"
             )
         if vault not in {v.lower() for v in tenant.allowed_vaults}:
             allowed = ", ".join(tenant.allowed_vaults) or "none"
@@ -133,25 +138,22 @@ def check_secrets(
 
 
 def vault_of(reference: str) -> str | None:
-    """The vault name of `VAULT/NAME[/VERSION]` or `https://VAULT.vault.azure.net/secrets/NAME`."""
+    """The vault name of `VAULT/NAME[/VERSION]` or `https://VAULT.vault.azure.net/secrets/NAME[/VERSION]`."""
     if reference.startswith("https://"):
         parts = urlsplit(reference)
         host = parts.hostname or ""
         segments = [s for s in parts.path.split("/") if s]
-        if "." not in host or len(segments) < 2 or segments[0] != "secrets":
+        if not host.endswith(_VAULT_HOST_SUFFIXES) or parts.username is not None:
             return None
-        return host.split(".", 1)[0].lower()
-    segments = reference.split("/")
-    if len(segments) in (2, 3) and all(segments) and ":" not in reference:
-        return segments[0].lower()
-    return None
-
-
-def without_query(uri: str) -> str:
-    """A URL as it may be shown: without its query, which may hold a SAS signature."""
-    return uri.split("?", 1)[0]
-
-
-def _within(uri: str, prefix: str) -> bool:
-    prefix = prefix.rstrip("/")
-    return uri == prefix or uri.startswith(prefix + "/")
+        if segments[:1] != ["secrets"]:
+            return None
+        vault, secret = host.split(".", 1)[0], segments[1:]
+    elif ":" in reference:
+        return None
+    else:
+        vault, *secret = reference.split("/")
+    if not _VAULT_NAME.match(vault) or len(secret) not in (1, 2) or not _SECRET_NAME.match(secret[0]):
+        return None
+    if len(secret) == 2 and not _SECRET_VERSION.match(secret[1]):
+        return None
+    return vault.lower()

@@ -31,18 +31,24 @@ class PlatformDag:
     execution_timeout: timedelta
 
 
-_PLATFORM_DAGS: weakref.WeakKeyDictionary[DAG, PlatformDag] = weakref.WeakKeyDictionary()
+#: Keyed by identity: a DAG's hash covers its task ids, so it changes as tasks are added.
+_PLATFORM_DAGS: dict[int, tuple[weakref.ReferenceType[DAG], PlatformDag]] = {}
 
 
 def platform_dag(dag: DAG) -> PlatformDag:
-    try:
-        return _PLATFORM_DAGS[dag]
-    except KeyError:
+    entry = _PLATFORM_DAGS.get(id(dag))
+    if entry is None or entry[0]() is not dag:
         raise PolicyError(
             f"DAG {dag.dag_id!r} was not made by CustomerDAGFactory.create; "
             "create it with CustomerDAGFactory.create(dag_id, tenant, schedule) "
             "so the platform's policy applies"
-        ) from None
+        )
+    return entry[1]
+
+
+def _register(dag: DAG, platform: PlatformDag) -> None:
+    key = id(dag)
+    _PLATFORM_DAGS[key] = (weakref.ref(dag, lambda _: _PLATFORM_DAGS.pop(key, None)), platform)
 
 
 async def run_deadline_missed(**kwargs: Any) -> None:
@@ -92,25 +98,19 @@ class CustomerDAGFactory:
         max_retries = policy.max_retries_for(registered)
         chosen_retries = policy.retries if retries is None else retries
         chosen_retries = min(chosen_retries, max_retries) if retries is None else chosen_retries
-        if chosen_retries < 0 or chosen_retries > max_retries:
-            raise PolicyError(
-                f"{dag_id}: retries={chosen_retries} is above the platform's limit for tenant "
-                f"{tenant!r} (at most {max_retries}); ask for {max_retries} or fewer"
-            )
-        delay = _bounded(dag_id, "retry_delay", retry_delay, policy.retry_delay, policy.max_retry_delay)
-        max_delay = _bounded(
+        check_retries(f"{dag_id}: retries", chosen_retries, max_retries, tenant)
+        delay = bounded(dag_id, "retry_delay", retry_delay, policy.retry_delay, policy.max_retry_delay)
+        max_delay = bounded(
             dag_id, "max_retry_delay", max_retry_delay, policy.max_retry_delay, policy.max_retry_delay
         )
-        timeout = _bounded(
+        timeout = bounded(
             dag_id,
             "execution_timeout",
             execution_timeout,
             policy.execution_timeout,
             policy.max_execution_timeout,
         )
-        deadline = _bounded(
-            dag_id, "run_deadline", run_deadline, policy.run_deadline, policy.max_run_deadline
-        )
+        deadline = bounded(dag_id, "run_deadline", run_deadline, policy.run_deadline, policy.max_run_deadline)
         chosen_tags = sorted({*policy.tags, f"tenant:{tenant}", tenant, *tags})
         default_args = {
             "owner": owner or policy.owner,
@@ -136,11 +136,23 @@ class CustomerDAGFactory:
             ),
             **dag_kwargs,
         )
-        _PLATFORM_DAGS[dag] = PlatformDag(policy=policy, tenant=registered, execution_timeout=timeout)
+        _register(dag, PlatformDag(policy=policy, tenant=registered, execution_timeout=timeout))
         return dag
 
 
-def _bounded(
+def check_retries(where: str, retries: Any, limit: int, tenant: str) -> int:
+    """A retry count within the platform's limit for the tenant, or a PolicyError naming both."""
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise PolicyError(f"{where}={retries!r} must be a whole number from 0 to {limit}")
+    if retries > limit:
+        raise PolicyError(
+            f"{where}={retries} is above the platform's limit for tenant {tenant!r} "
+            f"(at most {limit}); ask for {limit} or fewer"
+        )
+    return retries
+
+
+def bounded(
     dag_id: str, field: str, asked: str | timedelta | None, default: timedelta, limit: timedelta
 ) -> timedelta:
     if asked is None:
@@ -149,7 +161,9 @@ def _bounded(
         value = parse_duration(asked, f"{dag_id}: {field}")
     except UnitError as error:
         raise PolicyError(str(error)) from None
-    if value <= timedelta(0) or value > limit:
+    if value <= timedelta(0):
+        raise PolicyError(f"{dag_id}: {field}={asked} must be longer than 0s; ask for up to {_show(limit)}")
+    if value > limit:
         raise PolicyError(
             f"{dag_id}: {field}={asked} is above the platform's limit ({_show(limit)}); "
             f"ask for {_show(limit)} or less"

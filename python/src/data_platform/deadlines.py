@@ -11,6 +11,7 @@ Airflow deletes the pod and nothing is reported.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -40,14 +41,12 @@ class Deadlines:
 def nest(execution_timeout: timedelta, agent_grace: timedelta) -> Deadlines:
     """Derives the inner clocks from the task's whole budget (Airflow's execution_timeout)."""
     pod_budget = execution_timeout - AIRFLOW_MARGIN
-    startup = min(max(execution_timeout * STARTUP_SHARE, STARTUP_MIN), STARTUP_MAX)
-    agent_timeout = pod_budget - startup - agent_grace - REPORT_MARGIN
+    agent_timeout = pod_budget - _startup(execution_timeout) - agent_grace - REPORT_MARGIN
     if agent_timeout < SHORTEST_COMMAND:
-        shortest = SHORTEST_COMMAND + AIRFLOW_MARGIN + STARTUP_MIN + agent_grace + REPORT_MARGIN
         raise ValueError(
             f"timeout {_show(execution_timeout)} is too short: the platform reserves "
             f"{_show(execution_timeout - agent_timeout)} of it for pod start, the {_show(agent_grace)} "
-            f"shutdown grace and reporting; give at least {_show(shortest)}"
+            f"shutdown grace and reporting; give at least {_show(shortest_timeout(agent_grace))}"
         )
     return Deadlines(
         agent_timeout=timedelta(seconds=int(agent_timeout.total_seconds())),
@@ -56,6 +55,22 @@ def nest(execution_timeout: timedelta, agent_grace: timedelta) -> Deadlines:
         termination_grace_period=int((agent_grace + REPORT_MARGIN).total_seconds()),
         execution_timeout=execution_timeout,
     )
+
+
+def shortest_timeout(agent_grace: timedelta) -> timedelta:
+    """The shortest execution_timeout `nest` accepts, in whole seconds.
+
+    The startup share grows with the timeout, so the answer depends on which of its three
+    regimes (the minimum, a tenth, the maximum) applies; the smallest candidate that fits is it.
+    """
+    needed = SHORTEST_COMMAND + AIRFLOW_MARGIN + agent_grace + REPORT_MARGIN
+    candidates = (needed + STARTUP_MIN, needed / (1 - STARTUP_SHARE), needed + STARTUP_MAX)
+    whole = [timedelta(seconds=math.ceil(c.total_seconds())) for c in candidates]
+    return min(c for c in whole if c - _startup(c) >= needed)
+
+
+def _startup(execution_timeout: timedelta) -> timedelta:
+    return min(max(execution_timeout * STARTUP_SHARE, STARTUP_MIN), STARTUP_MAX)
 
 
 def _show(value: timedelta) -> str:

@@ -20,11 +20,12 @@ from kubernetes.client import models as k8s
 
 from data_platform import record as records
 from data_platform.outcome import ContainerEnd, MemoryPlan, Outcome, Verdict, decide
-from data_platform.storage import blob_client, blob_error, without_query
+from data_platform.storage import blob_client, blob_error, mask_sas_signatures, without_query
 from data_platform.trace import trace_environment
 from data_platform.units import UnitError, format_bytes, parse_bytes
 
 if TYPE_CHECKING:
+    import jinja2
     from airflow.sdk import Context
 
 #: The task state store key (shared by all tries of a task instance) for the raised memory limit.
@@ -55,6 +56,12 @@ class PlatformPodOperator(KubernetesPodOperator):
         self.skip_exit_codes = tuple(skip_exit_codes)
         self.oom_memory_factor = oom_memory_factor
         self.max_memory = max_memory
+
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        super().render_template_fields(context, jinja_env)
+        # A snapshot URL may carry a SAS; the rendered arguments are stored and shown in the UI.
+        for argument in self.arguments or []:
+            mask_sas_signatures(argument)
 
     def build_pod_request_obj(self, context: Context | None = None, *, dry_run: bool = False) -> k8s.V1Pod:
         pod = super().build_pod_request_obj(context, dry_run=dry_run)

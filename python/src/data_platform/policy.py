@@ -134,11 +134,23 @@ class PlatformPolicy:
         return min(tenant.max_retries, self.max_retries)
 
 
+_PLATFORM_FIELDS = (
+    "owner", "tags", "retries", "max_retries", "retry_delay", "retry_exponential_backoff",
+    "max_retry_delay", "execution_timeout", "max_execution_timeout", "run_deadline",
+    "max_run_deadline", "skip_exit_code", "oom_memory_factor", "agent_grace", "agent_path",
+    "default_image", "images",
+)  # fmt: skip
+_SIZE_CLASS_FIELDS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit", "max_memory")
+_TENANT_FIELDS = (
+    "namespace", "service_account", "allowed_vaults", "storage", "size_classes", "images", "max_retries",
+)  # fmt: skip
+
+
 def parse_policy(document: Any, origin: str) -> PlatformPolicy:
     """Reads a policy document (the YAML file's content). Every error names the field."""
     reader = _Reader(origin)
     root = reader.mapping(document, "")
-    platform = reader.mapping(root.get("platform"), "platform")
+    platform = reader.mapping(root.get("platform"), "platform", known=_PLATFORM_FIELDS)
     images = {
         str(key): reader.text(value, f"platform.images.{key}")
         for key, value in reader.mapping(platform.get("images"), "platform.images").items()
@@ -210,7 +222,7 @@ def _load_cached(path: str, _mtime_ns: int, _size: int) -> PlatformPolicy:
 
 def _size_class(reader: _Reader, name: str, spec: Any) -> SizeClass:
     where = f"size_classes.{name}"
-    values = reader.mapping(spec, where)
+    values = reader.mapping(spec, where, known=_SIZE_CLASS_FIELDS)
     fields = {}
     for key in ("cpu_request", "cpu_limit", "memory_request", "memory_limit", "max_memory"):
         text = reader.text(values.get(key), f"{where}.{key}")
@@ -231,7 +243,7 @@ def _tenant(
     reader: _Reader, name: str, spec: Any, size_classes: Mapping[str, SizeClass], images: Mapping[str, str]
 ) -> Tenant:
     where = f"tenants.{name}"
-    values = reader.mapping(spec, where)
+    values = reader.mapping(spec, where, known=_TENANT_FIELDS)
     tenant = Tenant(
         name=name,
         namespace=reader.text(values.get("namespace", f"tenant-{name}"), f"{where}.namespace"),
@@ -296,11 +308,18 @@ class _Reader:
     def fail(self, where: str, expected: str, value: Any) -> PolicyError:
         return PolicyError(f"{self.origin}: {where or 'the document'}: expected {expected}, got {value!r}")
 
-    def mapping(self, value: Any, where: str) -> Mapping[str, Any]:
+    def mapping(self, value: Any, where: str, known: Sequence[str] | None = None) -> Mapping[str, Any]:
         if value is None:
             return {}
         if not isinstance(value, Mapping):
             raise self.fail(where, "a mapping", value)
+        # A misspelt key would silently fall back to the platform's default, which may be looser.
+        unknown = sorted(str(key) for key in value if known is not None and str(key) not in known)
+        if unknown:
+            raise PolicyError(
+                f"{self.origin}: {where}: unknown field {unknown[0]!r} (known: {', '.join(known or ())}); "
+                "check its spelling"
+            )
         return value
 
     def text(self, value: Any, where: str) -> str:

@@ -26,7 +26,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 
 from data_platform.sources import parse_source, source_chunks
-from data_platform.storage import sas_signatures
+from data_platform.storage import mask_sas_signatures
 
 if TYPE_CHECKING:
     import jinja2
@@ -45,16 +45,6 @@ def _check_remote_path(remote_path: object) -> str:
             "on the SFTP server, such as /incoming/out.csv."
         )
     return remote_path
-
-
-def _mask_sas_signatures(text: object) -> None:
-    """Register every SAS signature in `text` with Airflow's secrets masker (logs and rendered fields)."""
-    if not isinstance(text, str):
-        return
-    from airflow.sdk.log import mask_secret
-
-    for signature in sas_signatures(text):
-        mask_secret(signature)
 
 
 def _remote_error(err: BaseException, remote_path: str, server: str) -> AirflowException:
@@ -184,11 +174,11 @@ class SftpUploadOperator(BaseOperator):
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
         super().render_template_fields(context, jinja_env)
         # Rendered fields are stored and shown in the UI after masking; a SAS templated in must be masked.
-        _mask_sas_signatures(self.source)
+        mask_sas_signatures(self.source)
 
     def execute(self, context: Context) -> dict[str, Any]:
         started = time.monotonic()
-        _mask_sas_signatures(self.source)
+        mask_sas_signatures(self.source)
         source = parse_source(self.source, self.allowed_storage)
         remote_path = _check_remote_path(self.remote_path)
 

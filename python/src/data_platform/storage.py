@@ -41,13 +41,19 @@ def has_sas(uri: str) -> bool:
     return _SAS_SIGNATURE_IN_URI.search(uri) is not None
 
 
-def sas_signatures(text: str) -> list[str]:
-    """Every SAS signature in `text`, as written and decoded (for Airflow's secrets masker)."""
-    found = _SAS_SIGNATURE_IN_URI.findall(text)
-    return [*found, *(unquote(value) for value in found)]
+def mask_sas_signatures(text: object) -> None:
+    """Registers every SAS signature in `text` with Airflow's secrets masker, as written and
+    decoded, so task logs and the rendered fields the UI shows carry `***` instead."""
+    if not isinstance(text, str):
+        return
+    from airflow.sdk.log import mask_secret
+
+    for signature in _SAS_SIGNATURE_IN_URI.findall(text):
+        mask_secret(signature)
+        mask_secret(unquote(signature))
 
 
-def storage_violation(uri: str, storage: Sequence[str]) -> str | None:
+def storage_violation(uri: str, storage: Sequence[str], owner: str = "the tenant") -> str | None:
     """Why `uri` is not a blob in one of the `storage` prefixes, or None when it is. Pure.
 
     Prefixes match on whole path segments (`…/tenant` does not admit `…/tenant-b`), and dot
@@ -61,9 +67,9 @@ def storage_violation(uri: str, storage: Sequence[str]) -> str | None:
         )
     prefixes = [without_query(entry).rstrip("/") for entry in storage]
     if not prefixes:
-        return f"{shown!r} is a blob, but the tenant has no blob storage; {STORAGE_FIX}"
+        return f"{shown!r} is a blob, but {owner} has no blob storage; {STORAGE_FIX}"
     if not any(shown.startswith(prefix + "/") for prefix in prefixes):
-        return f"{shown!r} is outside the tenant's storage (allowed: {', '.join(prefixes)}); {STORAGE_FIX}"
+        return f"{shown!r} is not in {owner}'s storage (allowed: {', '.join(prefixes)}); {STORAGE_FIX}"
     return None
 
 

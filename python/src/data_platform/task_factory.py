@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +20,7 @@ from data_platform.agent_command import (
     check_secrets,
     check_snapshot,
 )
-from data_platform.dag_factory import platform_dag
+from data_platform.dag_factory import bounded, check_retries, platform_dag
 from data_platform.deadlines import nest
 from data_platform.operator import PlatformPodOperator
 from data_platform.policy import PolicyError
@@ -38,6 +38,17 @@ DOWNWARD_API_ENV = {
 #: Variables the platform owns; a task's `env` may not set them.
 _RESERVED_ENV = re.compile(r"^(TASK_AGENT_|OTEL_|AZURE_|K8S_|TRACEPARENT$|TRACESTATE$)")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Operator arguments the platform sets for a pod task (identity, command, resources, clocks) and
+#: those that could add containers or privileges to the pod; `image` is the factory's own argument.
+_POD_TASK_FIELDS = frozenset(
+    {
+        "namespace", "service_account_name", "cmds", "arguments", "env_vars",
+        "container_resources", "labels", "pod_template_file", "pod_template_dict", "full_pod_spec",
+        "init_containers", "hostnetwork", "security_context", "container_security_context",
+        "execution_timeout", "active_deadline_seconds", "termination_grace_period",
+        "skip_exit_codes", "oom_memory_factor", "max_memory",
+    }
+)  # fmt: skip
 
 
 class PlatformTaskFactory:
@@ -64,6 +75,7 @@ class PlatformTaskFactory:
         """`python SCRIPT ARGS` from `snapshot`, in a pod of the tenant, under task-agent."""
         policy, tenant = self.platform.policy, self.platform.tenant
         where = f"{self.dag.dag_id}.{task_id}"
+        self._check_operator_kwargs(where, operator_kwargs, _POD_TASK_FIELDS)
         try:
             if isinstance(snapshot, str):
                 snapshot = Snapshot(snapshot, sha256)
@@ -131,6 +143,7 @@ class PlatformTaskFactory:
         **operator_kwargs: Any,
     ) -> PythonOperator:
         """A light Python callable on the Airflow worker itself (no pod): glue, not heavy work."""
+        self._check_operator_kwargs(f"{self.dag.dag_id}.{task_id}", operator_kwargs, {"execution_timeout"})
         try:
             budget = self._timeout(timeout)
         except (PolicyError, UnitError) as error:
@@ -146,12 +159,14 @@ class PlatformTaskFactory:
         )
 
     def dummy(self, task_id: str, **operator_kwargs: Any) -> EmptyOperator:
+        self._check_operator_kwargs(f"{self.dag.dag_id}.{task_id}", operator_kwargs, ())
         return EmptyOperator(task_id=task_id, dag=self.dag, **operator_kwargs)
 
     def sftp_upload(
         self, task_id: str, source: str, remote_path: str, conn_id: str, **operator_kwargs: Any
     ) -> SftpUploadOperator:
         """Uploads a local file or a blob of the tenant's storage to a partner's SFTP server."""
+        self._check_operator_kwargs(f"{self.dag.dag_id}.{task_id}", operator_kwargs, {"allowed_storage"})
         return SftpUploadOperator(
             task_id=task_id,
             dag=self.dag,
@@ -162,14 +177,43 @@ class PlatformTaskFactory:
             **operator_kwargs,
         )
 
-    def _timeout(self, asked: str | timedelta | None) -> timedelta:
+    def _check_operator_kwargs(
+        self, where: str, operator_kwargs: dict[str, Any], platform_set: Collection[str]
+    ) -> None:
+        """Extra operator arguments may tighten the DAG's retry policy and timeout, never loosen them."""
+        policy, tenant = self.platform.policy, self.platform.tenant
+        for name in ("default_args", *platform_set):
+            if name in operator_kwargs:
+                raise PolicyError(
+                    f"{where}: {name} is set by the platform; use the factory's arguments "
+                    "(size=, timeout=, env=, secrets=, image=) or the DAG's (retries=, retry_delay=) instead"
+                )
+        if "retries" in operator_kwargs:
+            check_retries(
+                f"{where}: retries", operator_kwargs["retries"], policy.max_retries_for(tenant), tenant.name
+            )
+        for name in ("retry_delay", "max_retry_delay"):
+            if name in operator_kwargs:
+                operator_kwargs[name] = bounded(
+                    where, name, operator_kwargs[name], policy.max_retry_delay, policy.max_retry_delay
+                )
+        if "execution_timeout" in operator_kwargs:
+            try:
+                asked = operator_kwargs["execution_timeout"]
+                operator_kwargs["execution_timeout"] = self._timeout(asked, "execution_timeout")
+            except (PolicyError, UnitError) as error:
+                raise PolicyError(f"{where}: {error}") from None
+
+    def _timeout(self, asked: str | timedelta | None, field: str = "timeout") -> timedelta:
         limit = self.platform.execution_timeout
         if asked is None:
             return limit
-        value = parse_duration(asked, "timeout")
-        if value <= timedelta(0) or value > limit:
+        value = parse_duration(asked, field)
+        if value <= timedelta(0):
+            raise PolicyError(f"{field}={asked} must be longer than 0s")
+        if value > limit:
             raise PolicyError(
-                f"timeout={asked} is above the DAG's execution_timeout ({int(limit.total_seconds())}s); "
+                f"{field}={asked} is above the DAG's execution_timeout ({int(limit.total_seconds())}s); "
                 "ask for less, or raise the DAG's execution_timeout within the platform's limit"
             )
         return value
