@@ -63,11 +63,29 @@ impl VaultPolicy {
     }
 }
 
-/// An entry is a vault name (`team-kv`, any cloud suffix) or a full host (`team-kv.vault.azure.net`).
+/// Key Vault's DNS suffixes in Azure's public and sovereign clouds: a policy entry that is a
+/// bare vault name allows that vault in any of them, and on no other host.
+const KEY_VAULT_SUFFIXES: [&str; 4] = [
+    "vault.azure.net",
+    "vault.azure.cn",
+    "vault.usgovcloudapi.net",
+    "vault.microsoftazure.de",
+];
+
+/// An entry is a vault name (`team-kv`, in any Azure cloud) or a full host (`team-kv.vault.azure.net`).
+/// A name never matches by its first DNS label alone: `team-kv.attacker.example` is not `team-kv`.
 fn matches(entry: &str, secret: &VaultSecret) -> bool {
     let entry = entry.trim_start_matches("https://").trim_end_matches('/');
-    secret.host == entry
-        || secret.host.split('.').next() == Some(entry) && entry.len() >= 3 && !entry.contains('.')
+    if secret.host == entry {
+        return true;
+    }
+    entry.len() >= 3
+        && !entry.contains('.')
+        && secret
+            .host
+            .strip_prefix(entry)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|suffix| KEY_VAULT_SUFFIXES.contains(&suffix))
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +131,27 @@ mod tests {
 
     fn r(text: &str) -> Reference {
         parse(text, PUBLIC_VAULT_SUFFIX).unwrap()
+    }
+
+    #[test]
+    fn a_vault_name_allows_key_vault_hosts_only() {
+        let policy = VaultPolicy::allow(["team-kv".to_string()]);
+        for allowed in [
+            "team-kv/a",
+            "https://team-kv.vault.azure.net/secrets/a",
+            "https://team-kv.vault.azure.cn/secrets/a",
+            "https://team-kv.vault.usgovcloudapi.net/secrets/a",
+        ] {
+            assert!(policy.check([&r(allowed)]).is_ok(), "{allowed}");
+        }
+        for refused in [
+            "https://team-kv.attacker.example/secrets/a",
+            "https://team-kv.vault.azure.net.attacker.example/secrets/a",
+            "https://team-kv:8443/secrets/a",
+            "https://team-kv-other.vault.azure.net/secrets/a",
+        ] {
+            assert!(policy.check([&r(refused)]).is_err(), "{refused}");
+        }
     }
 
     #[test]
