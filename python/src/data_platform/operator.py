@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Collection
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -64,15 +65,18 @@ class PlatformPodOperator(KubernetesPodOperator):
             mask_sas_signatures(argument)
 
     def build_pod_request_obj(self, context: Context | None = None, *, dry_run: bool = False) -> k8s.V1Pod:
+        if self.pod_template_file and not Path(self.pod_template_file).is_file():
+            # The base class would only warn and build an unhardened pod without the template.
+            raise AirflowFailException(
+                f"the pod template {self.pod_template_file} does not exist on this worker; mount the "
+                "chart's pod template ConfigMap there, or fix DATA_PLATFORM_POD_TEMPLATE_FILE"
+            )
         pod = super().build_pod_request_obj(context, dry_run=dry_run)
         container = self._base_container(pod)
         if container is None:
             return pod
-        extra = trace_environment(context)
-        if extra:
-            container.env = [e for e in container.env or [] if e.name not in extra] + [
-                k8s.V1EnvVar(name=name, value=value) for name, value in extra.items()
-            ]
+        extra = [k8s.V1EnvVar(name=name, value=value) for name, value in trace_environment(context).items()]
+        container.env = _last_of_each_name([*(container.env or []), *extra])
         raised = self._stored_memory_limit(context)
         limits = (container.resources.limits if container.resources else None) or {}
         current = _bytes_or_none(limits.get("memory"))
@@ -193,6 +197,15 @@ def download_return_value(ref: dict[str, Any]) -> Any:
             f"{ref['sha256']}: it was changed after the task wrote it"
         )
     return json.loads(body)
+
+
+def _last_of_each_name(env: list[k8s.V1EnvVar]) -> list[k8s.V1EnvVar]:
+    """The template's and the operator's variables merged: a later definition of a name wins, in
+    the place of the first (the template and the operator both set the downward-API ones)."""
+    chosen: dict[str, k8s.V1EnvVar] = {}
+    for variable in env:
+        chosen[variable.name] = variable
+    return list(chosen.values())
 
 
 def _termination_message(pod: k8s.V1Pod, container_name: str) -> str | None:
