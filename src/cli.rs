@@ -389,6 +389,11 @@ pub struct RunArgs {
     #[arg(long, env = "TASK_AGENT_RETURN_UPLOAD", value_name = "BLOB_PREFIX", value_parser = parse_blob_prefix, hide_env_values = true, help_heading = "Result")]
     pub return_upload: Option<Source>,
 
+    /// Longest the agent waits at exit for telemetry to reach the collector (exported only
+    /// when OTEL_EXPORTER_OTLP_ENDPOINT or another OTEL_* setting asks for it).
+    #[arg(long, env = "TASK_AGENT_TELEMETRY_TIMEOUT", value_name = "DURATION", value_parser = parse_duration, default_value = "2s", help_heading = "Telemetry")]
+    pub telemetry_timeout: Duration,
+
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
 
@@ -603,6 +608,7 @@ mod tests {
         assert_eq!(run.grace, Duration::from_secs(30));
         assert_eq!(run.timeout, None);
         assert_eq!(run.log_format, LogFormat::Text);
+        assert_eq!(run.telemetry_timeout, Duration::from_secs(2));
     }
 
     #[test]
@@ -616,6 +622,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--timeout") && err.contains("90s"), "{err}");
+        let err = parse(&["--telemetry-timeout", "2", "--", "true"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--telemetry-timeout"), "{err}");
     }
 
     #[test]

@@ -12,5 +12,6 @@ pub mod run;
 pub mod secrets;
 pub mod snapshot;
 pub mod supervise;
+pub mod telemetry;
 pub mod units;
 pub mod verdict;

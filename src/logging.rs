@@ -15,10 +15,15 @@ use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::Layer;
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::Registry;
+use tracing_subscriber::layer::{Context, Layered, SubscriberExt};
 
 use crate::mask::{MaskHandle, Masker};
 use crate::supervise::LogFormat;
+
+/// The target prefix of the agent's own events; everything else (the HTTP client, the SDKs)
+/// stays out of the task log and out of telemetry.
+pub const AGENT_TARGET: &str = "task_agent";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogLevel {
@@ -66,6 +71,16 @@ impl AgentLog {
     /// Makes this the process's logger. A second call (tests) leaves the first in place.
     pub fn install(self) {
         let subscriber = tracing_subscriber::registry().with(self);
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    }
+
+    /// As [`AgentLog::install`], with `also` seeing the same events (those this log
+    /// enables), such as telemetry's log records.
+    pub fn install_with<L>(self, also: L)
+    where
+        L: Layer<Layered<AgentLog, Registry>> + Send + Sync + 'static,
+    {
+        let subscriber = tracing_subscriber::registry().with(self).with(also);
         let _ = tracing::subscriber::set_global_default(subscriber);
     }
 
@@ -135,7 +150,7 @@ impl AgentLog {
 impl<S: Subscriber> Layer<S> for AgentLog {
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
         // Only the agent's own events: HTTP and SDK internals stay out of the task log.
-        metadata.level() <= &self.level && metadata.target().starts_with("task_agent")
+        metadata.level() <= &self.level && metadata.target().starts_with(AGENT_TARGET)
     }
 
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {

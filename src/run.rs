@@ -27,6 +27,7 @@ use crate::supervise::cgroup::{self, MemoryCgroup};
 use crate::supervise::{
     ChildSpec, Limits, OutputPlan, SignalInbox, StopReason, Supervised, supervise,
 };
+use crate::telemetry::{self, PhaseSpan, Telemetry};
 use crate::units::format_bytes;
 use crate::verdict::verdict;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,25 +48,36 @@ pub fn run(mut args: RunArgs) -> i32 {
     }
     // First, before any thread exists (see SignalInbox::install).
     let inbox = SignalInbox::install();
-    let credentials = crate::commands::credential_secrets([
+    let telemetry_config = telemetry::Config::from_env(|name| std::env::var(name).ok());
+    let mut credentials = crate::commands::credential_secrets([
         args.snapshot.snapshot.as_ref(),
         args.return_upload.as_ref(),
     ]);
+    credentials.extend(telemetry_config.header_values.iter().cloned());
     let masks = MaskHandle::default();
     if let Ok(masker) = Masker::new(&credentials) {
         masks.set(masker);
     }
     let identity = args.task.identity();
     let identity_members: Arc<str> = identity.json_members().into();
-    AgentLog::new(
+    // Its threads, if any, start after the signal mask is set, so they inherit it.
+    let (telemetry, telemetry_problems) =
+        Telemetry::start(&telemetry_config, &identity, masks.clone());
+    let log = AgentLog::new(
         args.log_format,
         args.log_level,
         Arc::clone(&identity_members),
         masks.clone(),
-    )
-    .install();
+    );
+    match telemetry.agent_events() {
+        Some(events) => log.install_with(events),
+        None => log.install(),
+    }
     crate::logging::install_masking_panic_hook(masks.clone());
     tracing::info!(version = env!("CARGO_PKG_VERSION"), command = %describe(&args.command), "task-agent starting");
+    for problem in telemetry_problems {
+        tracing::warn!("telemetry: {problem}");
+    }
 
     let result_path = args.result_file.clone().or_else(default_result_file);
     let (file, file_error) = match result_path.as_deref().map(ResultFile::open) {
@@ -82,6 +94,7 @@ pub fn run(mut args: RunArgs) -> i32 {
         ),
     };
     let mut reporter = Reporter::new(file, identity, masks.clone());
+    reporter.set_trace_id(telemetry.trace_id());
 
     let result = match (file_error, inbox) {
         (Some(error), _) => Err(error),
@@ -98,6 +111,7 @@ pub fn run(mut args: RunArgs) -> i32 {
                     identity_members,
                     &masks,
                     &credentials,
+                    &telemetry,
                 )
             }))
             .unwrap_or_else(|panic| Err(AgentError::Internal(panic_message(panic.as_ref()))))
@@ -117,7 +131,36 @@ pub fn run(mut args: RunArgs) -> i32 {
         peak_memory = %format_bytes(peak),
         "task finished"
     );
+    telemetry.finish(reporter.record(), args.telemetry_timeout);
     outcome.exit_code
+}
+
+/// One phase of the task, from its start (the provisional record says which phase it is)
+/// to its end (its duration in the record and the log); its span lives on until the caller
+/// has recorded the phase's outcome on it.
+struct Phase {
+    name: &'static str,
+    started: Instant,
+    span: PhaseSpan,
+}
+
+impl Phase {
+    fn start(name: &'static str, reporter: &mut Reporter, telemetry: &Telemetry) -> Phase {
+        reporter.set_phase(name);
+        reporter.write_provisional();
+        Phase {
+            name,
+            started: Instant::now(),
+            span: telemetry.phase(name),
+        }
+    }
+
+    fn finish(self, reporter: &mut Reporter) -> PhaseSpan {
+        let duration_ms = millis(self.started.elapsed());
+        reporter.set_duration(self.name, duration_ms);
+        tracing::info!(phase = self.name, duration_ms, "phase finished");
+        self.span
+    }
 }
 
 fn execute(
@@ -127,63 +170,47 @@ fn execute(
     identity_members: Arc<str>,
     masks: &MaskHandle,
     credentials: &[String],
+    telemetry: &Telemetry,
 ) -> Result<Outcome, AgentError> {
-    reporter.set_phase("prepare");
-    reporter.write_provisional();
-    let phase = Instant::now();
-    // A malformed secret list is a usage error, found before anything is fetched.
-    let secrets_request = args
-        .secrets
-        .request(args.task.tenant.as_deref())
-        .map_err(AgentError::Usage)?;
-    prepare_workdir(&args.workdir)?;
-    prepare_return_file(&args.return_file)?;
-    reporter.set_duration("prepare", millis(phase.elapsed()));
-    tracing::info!(
-        phase = "prepare",
-        duration_ms = millis(phase.elapsed()),
-        "phase finished"
-    );
+    let phase = Phase::start("prepare", reporter, telemetry);
+    let secrets_request = prepare(args).inspect_err(|error| phase.span.failed(error))?;
+    drop(phase.finish(reporter));
 
     if let Some(request) = args.snapshot.request() {
-        reporter.set_phase("snapshot");
-        reporter.write_provisional();
-        let phase = Instant::now();
+        let phase = Phase::start("snapshot", reporter, telemetry);
         let workdir = args.workdir.clone();
         let fetched = interruptible("snapshot", inbox, move |cancel| {
             snapshot::fetch(&request, &workdir, cancel).map_err(AgentError::from)
         });
-        reporter.set_duration("snapshot", millis(phase.elapsed()));
-        tracing::info!(
-            phase = "snapshot",
-            duration_ms = millis(phase.elapsed()),
-            "phase finished"
-        );
+        let span = phase.finish(reporter);
         match fetched {
-            Ok(report) => reporter.set_snapshot(report),
+            Ok(report) => {
+                span.snapshot(&report);
+                reporter.set_snapshot(report)
+            }
             Err(Interrupted::Signal(signal)) => return Ok(not_started(signal)),
-            Err(Interrupted::Failed(error)) => return Err(error),
+            Err(Interrupted::Failed(error)) => {
+                span.failed(&error);
+                return Err(error);
+            }
         }
     }
     let mut delivery = None;
     if let Some(request) = secrets_request {
-        reporter.set_phase("secrets");
-        reporter.write_provisional();
-        let phase = Instant::now();
+        let phase = Phase::start("secrets", reporter, telemetry);
         let delivered = interruptible("secrets", inbox, move |_| {
             secrets::deliver(&request).map_err(AgentError::from)
         });
-        reporter.set_duration("secrets", millis(phase.elapsed()));
-        tracing::info!(
-            phase = "secrets",
-            duration_ms = millis(phase.elapsed()),
-            "phase finished"
-        );
+        let span = phase.finish(reporter);
         let delivered = match delivered {
             Ok(delivered) => delivered,
             Err(Interrupted::Signal(signal)) => return Ok(not_started(signal)),
-            Err(Interrupted::Failed(error)) => return Err(error),
+            Err(Interrupted::Failed(error)) => {
+                span.failed(&error);
+                return Err(error);
+            }
         };
+        span.secrets(&delivered.report);
         // Every value joins the masker before the child can print it.
         let values = credentials
             .iter()
@@ -227,30 +254,29 @@ fn execute(
         env,
         workdir: args.workdir.clone(),
     };
+
+    let phase = Phase::start("process", reporter, telemetry);
+    // User code that traces continues the task's trace under the process span.
+    phase.span.child_env(&mut spec.env);
     let plan = OutputPlan {
         format: args.log_format,
         identity_members,
         masker: masks.current(),
         tail_lines: args.log_tail_lines,
+        sink: telemetry.child_lines(&phase.span),
     };
-
-    reporter.set_phase("process");
-    reporter.write_provisional();
-    let phase = Instant::now();
     let ran = supervise(&spec, &limits, &plan, inbox, |peak| {
         reporter.resources_mut().peak_memory_bytes = peak;
         reporter.write_provisional();
     });
-    reporter.set_duration("process", millis(phase.elapsed()));
-    tracing::info!(
-        phase = "process",
-        duration_ms = millis(phase.elapsed()),
-        "phase finished"
-    );
+    let span = phase.finish(reporter);
     zero_environment(&mut spec.env);
-    let ran = ran?;
+    let ran = ran.inspect_err(|error| span.failed(error))?;
+    span.process(&ran);
+    drop(span);
 
     reporter.set_phase("report");
+    let span = telemetry.phase("report");
     record_resources(reporter, &ran);
     reporter.set_log_tail(ran.log_tail.clone());
     let mut outcome = verdict(&ran);
@@ -269,6 +295,7 @@ fn execute(
             Ok(()) => {}
             Err(error) => {
                 tracing::error!("{error}");
+                span.failed(&error);
                 outcome = Outcome {
                     child_exit_code: outcome.child_exit_code,
                     ..Outcome::from_error(&error)
@@ -280,6 +307,19 @@ fn execute(
     // in, so the record says where things stopped.
     reporter.set_phase("finished");
     Ok(outcome)
+}
+
+/// Checks the secret list and readies the workdir and the return file; returns what the
+/// secrets phase is to fetch.
+fn prepare(args: &RunArgs) -> Result<Option<secrets::Request>, AgentError> {
+    // A malformed secret list is a usage error, found before anything is fetched.
+    let secrets_request = args
+        .secrets
+        .request(args.task.tenant.as_deref())
+        .map_err(AgentError::Usage)?;
+    prepare_workdir(&args.workdir)?;
+    prepare_return_file(&args.return_file)?;
+    Ok(secrets_request)
 }
 
 /// Uploads a return value too large for the record to `PREFIX/SHA256.json`: named by its

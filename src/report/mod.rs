@@ -92,6 +92,10 @@ impl Reporter {
         self.record.return_value_truncated = true;
     }
 
+    pub fn set_trace_id(&mut self, trace_id: Option<String>) {
+        self.record.trace_id = trace_id;
+    }
+
     pub fn set_log_tail(&mut self, lines: Vec<String>) {
         self.record.log_tail = lines;
     }

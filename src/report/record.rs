@@ -84,6 +84,8 @@ pub struct Record {
     pub return_value_ref: Option<ReturnValueRef>,
     pub log_tail: Vec<String>,
     pub task: TaskIdentity,
+    /// The task's OpenTelemetry trace, when traces are exported.
+    pub trace_id: Option<String>,
     pub agent_version: &'static str,
 }
 
@@ -109,6 +111,7 @@ impl Record {
             return_value_ref: None,
             log_tail: Vec::new(),
             task,
+            trace_id: None,
             agent_version: env!("CARGO_PKG_VERSION"),
         }
     }

@@ -72,6 +72,16 @@ pub enum CacheUse {
     Off,
 }
 
+impl CacheUse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheUse::Hit => "hit",
+            CacheUse::Miss => "miss",
+            CacheUse::Off => "off",
+        }
+    }
+}
+
 /// What the record says about the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {

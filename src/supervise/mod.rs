@@ -25,7 +25,7 @@ use nix::unistd::Pid;
 
 pub use cgroup::MemoryCgroup;
 pub use ladder::{MemoryMeasure, StopReason};
-pub use output::{LogFormat, Stream};
+pub use output::{LineSink, LogFormat, Stream};
 pub use signals::SignalInbox;
 pub use spawn::ChildSpec;
 
@@ -63,6 +63,8 @@ pub struct OutputPlan {
     pub identity_members: Arc<str>,
     pub masker: Arc<Masker>,
     pub tail_lines: usize,
+    /// Where each line also goes, masked (telemetry's log records), if anywhere.
+    pub sink: Option<Arc<dyn LineSink>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,7 +380,8 @@ where
         Arc::clone(&plan.identity_members),
         Arc::clone(&plan.masker),
         tail,
-    );
+    )
+    .with_sink(plan.sink.clone());
     thread::Builder::new()
         .name(format!("forward-{}", stream.name()))
         .spawn(move || {

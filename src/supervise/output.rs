@@ -41,6 +41,13 @@ impl Stream {
     }
 }
 
+/// A second destination of the forwarded lines (telemetry), handed each line as it was
+/// written: masked, without its `\n`. A piece of an over-long line comes with `continues`
+/// set while more of the line follows.
+pub trait LineSink: Send + Sync + std::fmt::Debug {
+    fn line(&self, stream: Stream, line: &[u8], continues: bool);
+}
+
 /// Writes framed pieces of one stream to `out`.
 pub struct LineWriter<W: Write> {
     out: W,
@@ -52,6 +59,7 @@ pub struct LineWriter<W: Write> {
     /// The end of the current over-long line, held back until masking it is settled.
     split: SplitLine,
     tail: Option<Arc<Mutex<TailBuffer>>>,
+    sink: Option<Arc<dyn LineSink>>,
     json: Vec<u8>,
 }
 
@@ -72,8 +80,15 @@ impl<W: Write> LineWriter<W> {
             masker,
             split: SplitLine::new(),
             tail,
+            sink: None,
             json: Vec::new(),
         }
+    }
+
+    /// Also hands every line to `sink`.
+    pub fn with_sink(mut self, sink: Option<Arc<dyn LineSink>>) -> LineWriter<W> {
+        self.sink = sink;
+        self
     }
 
     /// Masks and writes the next piece of the stream. The end of a fragment that continues
@@ -116,6 +131,16 @@ impl<W: Write> LineWriter<W> {
             && let Ok(mut tail) = tail.lock()
         {
             tail.push(piece);
+        }
+        if let Some(sink) = &self.sink {
+            match piece {
+                Piece::Lines(block) => {
+                    for line in lines(block) {
+                        sink.line(self.stream, line, false);
+                    }
+                }
+                Piece::Fragment { bytes, continues } => sink.line(self.stream, bytes, continues),
+            }
         }
         match (self.format, piece) {
             (LogFormat::Text, Piece::Lines(bytes) | Piece::Fragment { bytes, .. }) => {

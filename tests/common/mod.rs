@@ -2,7 +2,7 @@
 //! directory and reading back the record it wrote, and the services it talks to for
 //! snapshots and secrets (Azurite, an Entra ID token endpoint stand-in, a Key Vault
 //! stand-in, a fault-injecting proxy, TLS for them, Microsoft's Python clients to prove the
-//! stand-ins). Each test file uses only some of it.
+//! stand-ins), an OTLP receiver for telemetry. Each test file uses only some of it.
 
 #![allow(dead_code)]
 
@@ -13,6 +13,7 @@ pub mod azurite;
 pub mod entra;
 pub mod http;
 pub mod keyvault;
+pub mod otlp;
 pub mod procs;
 pub mod proxy;
 pub mod python;
@@ -27,11 +28,17 @@ use serde_json::Value;
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_task-agent");
 
-/// The agent with no arguments of ours and none of the test environment's TASK_AGENT_*.
+/// The agent with no arguments of ours and none of the test environment's TASK_AGENT_*,
+/// OpenTelemetry settings or trace context.
 pub fn agent_command() -> Command {
     let mut command = Command::new(AGENT);
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TASK_AGENT_") {
+        let name = key.to_string_lossy();
+        if name.starts_with("TASK_AGENT_")
+            || name.starts_with("OTEL_")
+            || name == "TRACEPARENT"
+            || name == "TRACESTATE"
+        {
             command.env_remove(key);
         }
     }
