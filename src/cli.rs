@@ -64,6 +64,11 @@ pub enum Command {
         after_help = "Prints `SHA256  URI` (the URI without any SAS query).\n\nExample:\n  task-agent publish ./etl --to https://acct.blob.core.windows.net/code/etl-1.4.tar.gz"
     )]
     Publish(PublishArgs),
+    /// Copy this binary into DIR as DIR/task-agent (mode 0555), for an init container to give any image the agent.
+    #[command(
+        after_help = "Prints the installed path.\n\nExample (the init container of a pod; the main container mounts /opt/task-agent read-only):\n  task-agent install /opt/task-agent"
+    )]
+    Install(InstallArgs),
 }
 
 /// Where a snapshot comes from and the limits it is unpacked under.
@@ -305,6 +310,13 @@ pub struct PackArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct InstallArgs {
+    /// The directory to install into (created if missing), usually a shared emptyDir.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct PublishArgs {
     /// A directory (packed first) or a .tar.gz / .tar snapshot.
     #[arg(value_name = "DIR|FILE")]
@@ -517,6 +529,7 @@ pub fn main_with(args: Vec<OsString>) -> i32 {
             Command::Fetch(fetch_args) => crate::commands::fetch(fetch_args),
             Command::Pack(pack_args) => crate::commands::pack(pack_args),
             Command::Publish(publish_args) => crate::commands::publish(publish_args),
+            Command::Install(install_args) => crate::commands::install(install_args),
         },
         Err(error) => match error.kind() {
             ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {

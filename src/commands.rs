@@ -1,4 +1,4 @@
-//! The snapshot commands beside `run`: `fetch`, `pack` and `publish`.
+//! The commands beside `run`: `fetch`, `pack`, `publish` (snapshots) and `install`.
 
 use std::fs;
 use std::io::Read;
@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use crate::cli::{FetchArgs, PackArgs, PublishArgs};
+use crate::cli::{FetchArgs, InstallArgs, PackArgs, PublishArgs};
 use crate::error::{AgentError, exit};
 use crate::logging::{AgentLog, LogLevel};
 use crate::mask::{MaskHandle, Masker};
@@ -78,6 +78,25 @@ pub fn publish(args: PublishArgs) -> i32 {
             0
         }
         Err(error) => fail(&error.into()),
+    }
+}
+
+pub fn install(args: InstallArgs) -> i32 {
+    install_log(LogFormat::Text, LogLevel::Info, &MaskHandle::default());
+    let installed = std::env::current_exe()
+        .map_err(|source| AgentError::Path {
+            action: "find the running binary",
+            path: "/proc/self/exe".into(),
+            fix: "run the agent with /proc mounted",
+            source,
+        })
+        .and_then(|binary| crate::install::install(&binary, &args.dir));
+    match installed {
+        Ok(path) => {
+            println!("{}", path.display());
+            0
+        }
+        Err(error) => fail(&error),
     }
 }
 

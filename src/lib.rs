@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod identity;
+pub mod install;
 pub mod logging;
 pub mod mask;
 pub mod report;

@@ -194,12 +194,14 @@ fn failed(signal: Signal, error: &(dyn std::error::Error + 'static)) -> String {
 /// One blocking client for all exporters: one connection pool and one internal runtime
 /// thread instead of one per signal.
 fn http_client(timeout: Duration) -> Result<reqwest::blocking::Client, String> {
-    crate::azure::build(|| {
-        reqwest::blocking::Client::builder()
-            .timeout(timeout)
-            .build()
+    crate::azure::with_trusted_roots(|roots| {
+        let builder = reqwest::blocking::Client::builder().timeout(timeout);
+        match roots {
+            Some(roots) => builder.tls_certs_only(roots),
+            None => builder,
+        }
+        .build()
     })
-    .and_then(|built| built.map_err(|e| crate::azure::describe(&e)))
     .map_err(|e| format!("cannot set up the OTLP HTTP client: {e}"))
 }
 
