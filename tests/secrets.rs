@@ -19,12 +19,12 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::Task;
 use common::agent::Agent;
 use common::assertions::assert_exit_code;
 use common::entra::{CLIENT_ID, Entra, TENANT_ID, VAULT_SCOPE};
 use common::keyvault::KeyVault;
 use common::tls::Tls;
-use common::{Task, agent_command};
 use serde_json::{Value, json};
 
 /// A projected service account token has this form; the Entra stand-in only compares it.
@@ -725,15 +725,7 @@ fn the_canary_is_masked_in_the_agents_error_message_and_log() {
     // message quotes no content of the file (serde_json's errors give only a position), so
     // the canary is put in the path, where it reaches the message and the agent's log.
     let return_file = task.path(&format!("{CANARY}/return.json"));
-    let mut command = agent_command();
-    command
-        .arg("run")
-        .arg("--workdir")
-        .arg(task.workdir())
-        .arg("--result-file")
-        .arg(task.result_file())
-        .arg("--return-file")
-        .arg(&return_file);
+    let mut command = task.command_returning_to(&return_file);
     cloud.identity(&mut command);
     let (output, _) = run(
         command,

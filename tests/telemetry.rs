@@ -457,15 +457,7 @@ fn a_canary_secret_never_appears_in_any_exported_payload() {
     // The canary is also in the return file's path, so it reaches the agent's own error
     // event and the spans' error status, not only the child's output.
     let return_file = task.path(&format!("{CANARY}/return.json"));
-    let mut command = common::agent_command();
-    command
-        .arg("run")
-        .arg("--workdir")
-        .arg(task.workdir())
-        .arg("--result-file")
-        .arg(task.result_file())
-        .arg("--return-file")
-        .arg(&return_file);
+    let command = task.command_returning_to(&return_file);
     let mut command = exporting(command, &receiver.endpoint());
     command.env("SOURCE_OF_CANARY", CANARY).args([
         "--secret",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ports import free_port
+from servers import free_port, stop
 from sshd import SshKey, SshServer, generate_key, running_sshd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,11 +96,7 @@ def azurite() -> Iterator[Azurite]:
         wait_for_port(port, process, "Azurite", log)
         yield Azurite(port)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ports import free_port
+from servers import free_port, stop
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
@@ -135,12 +135,7 @@ def running_sshd(
             host="127.0.0.1", port=port, user=getpass.getuser(), host_key=host_key, log_path=log_path
         )
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=5)
 
 
 def sftp_connection_json(

@@ -24,7 +24,7 @@ from azure.storage.blob import BlobSasPermissions, BlobServiceClient, ContainerC
 from data_platform.sftp_upload import SftpUploadOperator
 from data_platform.sources import BLOB_CHUNK_BYTES, LOCAL_READ_BYTES
 from data_platform.storage import without_sas
-from ports import free_port
+from servers import free_port
 from sshd import SshKey, SshServer, running_sshd, sftp_connection_json
 
 CONN_ID = "partner_sftp"

@@ -140,6 +140,11 @@ impl Task {
     /// `task-agent run` with this task's paths, ready for more options and `-- COMMAND`.
     /// The agent's own TASK_AGENT_* variables from the test environment are cleared.
     pub fn command(&self) -> Command {
+        self.command_returning_to(&self.return_file())
+    }
+
+    /// `command`, with the return value file at `return_file` instead.
+    pub fn command_returning_to(&self, return_file: &Path) -> Command {
         let mut command = agent_command();
         command
             .arg("run")
@@ -148,7 +153,7 @@ impl Task {
             .arg("--result-file")
             .arg(self.result_file())
             .arg("--return-file")
-            .arg(self.return_file());
+            .arg(return_file);
         command
     }
 
