@@ -10,7 +10,6 @@ from datetime import timedelta
 import pytest
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import PythonOperator
-from kubernetes.client import models as k8s
 
 from conftest import POLICY_FILE
 from data_platform import CustomerDAGFactory, PlatformPodOperator, PlatformTaskFactory, PolicyError, Snapshot
@@ -563,7 +562,17 @@ def test_a_mapped_tasks_index_is_rendered(tasks):
     assert value_after(op.arguments, "--run-id") == RUN_ID
 
 
-def test_extra_volumes_for_the_pod_are_kept(tasks):
-    volume = k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource())
-    op = tasks.aks_python("t", SNAPSHOT, "t.py", volumes=[volume])
-    assert op.volumes == [volume]
+@pytest.mark.parametrize(
+    "argument",
+    ["volumes", "volume_mounts", "node_selector", "tolerations", "affinity", "image_pull_secrets",
+     "host_aliases", "automount_service_account_token", "env_from", "priority_class_name"],
+)  # fmt: skip
+def test_pod_settings_of_the_platform_are_refused(tasks, argument):
+    message = refused(tasks.aks_python, "t", SNAPSHOT, "t.py", **{argument: None})
+    assert message.startswith(f"pipeline.t: {argument} cannot be set by a task")
+    assert "pod template" in message and "startup_timeout_seconds" in message
+
+
+def test_airflow_operator_arguments_pass_through(tasks):
+    op = tasks.aks_python("t", SNAPSHOT, "t.py", trigger_rule="all_done", pool_slots=2, doc_md="# t")
+    assert (op.trigger_rule, op.pool_slots, op.doc_md) == ("all_done", 2, "# t")

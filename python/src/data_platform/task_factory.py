@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG
+from airflow.sdk import DAG, BaseOperator
 from kubernetes.client import models as k8s
 
 from data_platform.agent_command import (
@@ -49,6 +51,22 @@ _POD_TASK_FIELDS = frozenset(
         "skip_exit_codes", "oom_memory_factor", "max_memory",
     }
 )  # fmt: skip
+#: Pod settings a task may choose beyond Airflow's own operator arguments: how Airflow waits for
+#: and follows the pod, nothing that changes what runs in it or with which rights. Anything else
+#: (volumes, node selection, host access, image pull secrets, …) is the platform's, in the chart.
+_POD_TASK_CHOICES = frozenset(
+    {
+        "startup_timeout_seconds", "image_pull_policy", "deferrable", "poll_interval",
+        "logging_interval", "get_logs", "on_finish_action", "reattach_on_restart",
+        "log_events_on_failure", "random_name_suffix", "name",
+    }
+)  # fmt: skip
+
+
+@cache
+def _airflow_operator_arguments() -> frozenset[str]:
+    """The arguments every Airflow operator takes (trigger rules, pools, callbacks, …)."""
+    return frozenset(inspect.signature(BaseOperator.__init__).parameters) - {"self", "kwargs"}
 
 
 class PlatformTaskFactory:
@@ -76,6 +94,14 @@ class PlatformTaskFactory:
         policy, tenant = self.platform.policy, self.platform.tenant
         where = f"{self.dag.dag_id}.{task_id}"
         self._check_operator_kwargs(where, operator_kwargs, _POD_TASK_FIELDS)
+        unknown = sorted(set(operator_kwargs) - _airflow_operator_arguments() - _POD_TASK_CHOICES)
+        if unknown:
+            raise PolicyError(
+                f"{where}: {', '.join(unknown)} cannot be set by a task: pods get their volumes, "
+                f"scheduling and rights from the platform's pod template (a task may choose: "
+                f"{', '.join(sorted(_POD_TASK_CHOICES))}, and Airflow's own operator arguments); "
+                "ask the platform team"
+            )
         try:
             if isinstance(snapshot, str):
                 snapshot = Snapshot(snapshot, sha256)
