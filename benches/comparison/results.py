@@ -70,6 +70,8 @@ class Report:
     versions: list[tuple[str, str]]
     how: list[str] = field(default_factory=list)
     notes: str = ""
+    # What bounds each result: benches/comparison/analysis.md, written from profiles.
+    analysis: str = ""
 
 
 def _time(seconds: float) -> str:
@@ -139,6 +141,9 @@ def write_markdown(report: Report, path: Path, chart_name: str) -> None:
         "## Targets",
         "",
         targets_markdown(report.targets),
+        "## What bounds each result",
+        "",
+        report.analysis,
         "## Measurements",
         "",
         "Times are wall-clock medians of all runs; `agent ÷ this` is the agent's median over the row's "
@@ -173,7 +178,8 @@ def write_chart(bars: list[Bar], path: Path, title: str) -> None:
             color = "#d1495b"
         # On a log axis a bar cannot start at 0: it starts at the left edge.
         axes.barh(y, bar.ratio - low, left=low, color=color, height=0.6)
-        axes.text(bar.ratio * 1.04, y, f"{bar.ratio:.2f}×", va="center", fontsize=8)
+        # The label goes right of both the bar and its target tick, so neither hides it.
+        axes.text(max(bar.ratio, bar.target or 0) * 1.05, y, f"{bar.ratio:.2f}×", va="center", fontsize=8)
         if bar.target is not None:
             axes.plot([bar.target, bar.target], [y - 0.38, y + 0.38], color="black", linewidth=1.6)
     axes.axvline(1.0, color="#444444", linestyle=":", linewidth=1)
