@@ -27,14 +27,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use entra::{CLIENT_ID, Entra, TENANT_ID};
+use entra::{CLIENT_ID, Entra, FEDERATED_TOKEN, TENANT_ID};
 use keyvault::KeyVault;
 use tls::Tls;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_task-agent");
-
-/// A projected service account token has this form; the Entra stand-in only compares it.
-const FEDERATED_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJhdWQiOlsiYXBpOi8vQXp1cmVBRFRva2VuRXhjaGFuZ2UiXSwic3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50OmRhdGE6dGFzayJ9.c2lnbmF0dXJl";
 
 /// Every vault answer takes this long, so sequential fetches would add up visibly.
 const LATENCY: Duration = Duration::from_millis(50);

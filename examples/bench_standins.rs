@@ -58,14 +58,11 @@ use std::thread;
 use std::time::Duration;
 
 use clap::Parser;
-use entra::{CLIENT_ID, Entra, TENANT_ID};
+use entra::{CLIENT_ID, Entra, FEDERATED_TOKEN, TENANT_ID};
 use keyvault::KeyVault;
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{Value, json};
 use tls::Tls;
-
-/// A projected service account token has this form; the Entra stand-in only compares it.
-const FEDERATED_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJhdWQiOlsiYXBpOi8vQXp1cmVBRFRva2VuRXhjaGFuZ2UiXSwic3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50OmRhdGE6dGFzayJ9.c2lnbmF0dXJl";
 
 /// The signals that stop the helper cleanly.
 const STOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];

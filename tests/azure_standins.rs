@@ -12,16 +12,15 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, SystemTime};
 
 use common::azurite::{ACCOUNT, Azurite};
-use common::entra::{self, CLIENT_ID, Entra, JWT_BEARER, STORAGE_SCOPE, TENANT_ID};
+use common::entra::{
+    self, CLIENT_ID, Entra, FEDERATED_TOKEN, JWT_BEARER, STORAGE_SCOPE, TENANT_ID,
+};
 use common::http::{self, Response};
 use common::proxy::{Fault, Plan, Proxy};
 use common::python;
 use common::sas;
 use common::tls::Tls;
 use serde_json::Value;
-
-/// A projected service account token has this form; the stand-in only compares it.
-const FEDERATED_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJhdWQiOlsiYXBpOi8vQXp1cmVBRFRva2VuRXhjaGFuZ2UiXSwic3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50OmRhdGE6dGFzayJ9.c2lnbmF0dXJl";
 
 const BLOB: &[u8] = b"snapshot bytes \x00\x01\x02 from Azurite\n";
 

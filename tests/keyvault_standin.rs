@@ -13,15 +13,14 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use common::entra::{CLIENT_ID, Entra, STORAGE_SCOPE, TENANT_ID, VAULT_RESOURCE, VAULT_SCOPE};
+use common::entra::{
+    CLIENT_ID, Entra, FEDERATED_TOKEN, STORAGE_SCOPE, TENANT_ID, VAULT_RESOURCE, VAULT_SCOPE,
+};
 use common::http::{self, Response};
 use common::keyvault::KeyVault;
 use common::python;
 use common::tls::Tls;
 use serde_json::{Value, json};
-
-/// A projected service account token has this form; the Entra stand-in only compares it.
-const FEDERATED_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJhdWQiOlsiYXBpOi8vQXp1cmVBRFRva2VuRXhjaGFuZ2UiXSwic3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50OmRhdGE6dGFzayJ9.c2lnbmF0dXJl";
 
 /// The api-version the pinned Python SDK sends.
 const PYTHON_API_VERSION: &str = "2026-04-01";

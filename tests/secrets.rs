@@ -22,13 +22,10 @@ use std::time::{Duration, Instant};
 use common::Task;
 use common::agent::Agent;
 use common::assertions::assert_exit_code;
-use common::entra::{CLIENT_ID, Entra, TENANT_ID, VAULT_SCOPE};
+use common::entra::{CLIENT_ID, Entra, FEDERATED_TOKEN, TENANT_ID, VAULT_SCOPE};
 use common::keyvault::KeyVault;
 use common::tls::Tls;
 use serde_json::{Value, json};
-
-/// A projected service account token has this form; the Entra stand-in only compares it.
-const FEDERATED_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJhdWQiOlsiYXBpOi8vQXp1cmVBRFRva2VuRXhjaGFuZ2UiXSwic3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50OmRhdGE6dGFzayJ9.c2lnbmF0dXJl";
 
 /// The secret every masking test tries to leak. Twenty characters, so its first ten and its
 /// last ten can be printed apart.

@@ -23,7 +23,7 @@ use common::agent::Agent;
 use common::archive::{self, Tar};
 use common::assertions::assert_exit_code;
 use common::azurite::{ACCOUNT, ACCOUNT_KEY, Azurite};
-use common::entra::{CLIENT_ID, Entra, JWT_BEARER, STORAGE_SCOPE, TENANT_ID};
+use common::entra::{CLIENT_ID, Entra, FEDERATED_TOKEN, JWT_BEARER, STORAGE_SCOPE, TENANT_ID};
 use common::proxy::{Fault, Plan, Proxy};
 use common::sas;
 use common::tls::Tls;
@@ -31,9 +31,6 @@ use common::{Task, agent_command};
 use serde_json::{Value, json};
 
 const CONTAINER: &str = "snapshots";
-
-/// A projected service account token has this form; the stand-in only compares it.
-const FEDERATED_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJhdWQiOlsiYXBpOi8vQXp1cmVBRFRva2VuRXhjaGFuZ2UiXSwic3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50OmRhdGE6dGFzayJ9.c2lnbmF0dXJl";
 
 /// A well-formed account key that is not Azurite's.
 const WRONG_KEY: &str =

@@ -31,6 +31,9 @@ use super::tls::Tls;
 /// The tenant and app (client) id of the workload identity the stand-in knows.
 pub const TENANT_ID: &str = "3f2b9c4e-7a1d-4e8b-9c6f-0d5a2e8b1c47";
 pub const CLIENT_ID: &str = "8c1e4a7b-2d9f-4b3a-a6e5-71f0c3d9b2e8";
+/// A projected service account token of the workload-identity pods the tests play; the
+/// stand-in only compares it with the one it was started with.
+pub const FEDERATED_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJhdWQiOlsiYXBpOi8vQXp1cmVBRFRva2VuRXhjaGFuZ2UiXSwic3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50OmRhdGE6dGFzayJ9.c2lnbmF0dXJl";
 
 /// What a workload-identity client puts in `client_assertion_type`.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
