@@ -673,6 +673,150 @@ fn a_truncated_tar_gz_is_corrupt() {
 }
 
 #[test]
+fn a_tar_without_its_end_of_archive_marker_is_corrupt() {
+    // Cut exactly at an entry boundary: every entry is whole, only the two zero blocks a
+    // producer always writes are missing.
+    let unfinished = || {
+        harmless()
+            .file("last.txt", 0o644, b"the last entry is whole\n")
+            .unfinished()
+    };
+    let scene = Scene::new();
+    let snapshot = scene.write("unfinished.tar", &unfinished());
+    scene.fetch(&snapshot, &[]).assert_corrupt();
+    assert!(
+        scene.fetch(&snapshot, &[]).error_line(CORRUPT).contains("end-of-archive marker"),
+        "the message says what is missing"
+    );
+
+    let scene = Scene::new();
+    let snapshot = scene.write("unfinished.tar.gz", &archive::gzip(&unfinished()));
+    scene.fetch(&snapshot, &[]).assert_corrupt();
+
+    // One zero block of the two.
+    let scene = Scene::new();
+    let mut lone = unfinished();
+    lone.extend_from_slice(&[0u8; archive::BLOCK]);
+    let snapshot = scene.write("lone-zero-block.tar", &lone);
+    scene.fetch(&snapshot, &[]).assert_corrupt();
+}
+
+#[test]
+fn a_tar_cut_inside_an_entry_is_corrupt_and_says_truncated() {
+    let scene = Scene::new();
+    // first.txt whole, big.bin's header and exactly 8 of its 128 data blocks: the cut
+    // falls on a block boundary inside the entry.
+    let cut = &two_files()[..3 * archive::BLOCK + 8 * archive::BLOCK];
+    let snapshot = scene.write("cut.tar", cut);
+
+    let fetched = scene.fetch(&snapshot, &[]);
+    fetched.assert_corrupt();
+    assert!(
+        fetched.error_line(CORRUPT).contains("truncated"),
+        "{}",
+        fetched.error_line(CORRUPT)
+    );
+}
+
+/// 50 files of varied sizes, and the tar split in two at a byte that is no entry boundary.
+fn fifty_files_in_two_members() -> (Vec<u8>, Vec<u8>) {
+    let mut tar = Tar::new().dir("data/", 0o755);
+    for i in 0..50u64 {
+        let size = 100 + (i as usize * 997) % 5000;
+        tar = tar.file(
+            &format!("data/file-{i:02}.bin"),
+            0o644,
+            &archive::noise(size, i),
+        );
+    }
+    let bytes = tar.finish();
+    let split = bytes.len() / 2 + 123;
+    (bytes[..split].to_vec(), bytes[split..].to_vec())
+}
+
+/// What GNU tar makes of `snapshot` (`tar -xzf`), unpacked into a fresh directory.
+fn gnu_tar_tree(snapshot: &Path) -> Tree {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(snapshot)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .expect("GNU tar runs");
+    assert!(status.success(), "GNU tar refused {}", snapshot.display());
+    tree::read(dir.path())
+}
+
+#[test]
+fn a_multi_member_gzip_is_unpacked_whole_exactly_as_gnu_tar_does() {
+    let scene = Scene::new();
+    let (first, second) = fifty_files_in_two_members();
+    let mut gz = archive::gzip(&first);
+    gz.extend(archive::gzip(&second));
+    let snapshot = scene.write("two-members.tar.gz", &gz);
+
+    let fetched = scene.fetch(&snapshot, &[]);
+    // The digest and size cover the whole file, both members.
+    fetched.assert_extracted(&snapshot, 50);
+    let unpacked = tree::read(&scene.workdir());
+    assert_eq!(unpacked.len(), 51, "data/ and its 50 files");
+    assert_eq!(unpacked, gnu_tar_tree(&snapshot));
+}
+
+#[test]
+fn run_with_a_multi_member_snapshot_records_every_file() {
+    let task = Task::new();
+    let (first, second) = fifty_files_in_two_members();
+    let mut gz = archive::gzip(&first);
+    gz.extend(archive::gzip(&second));
+    let snapshot = archive::write(task.dir.path(), "two-members.tar.gz", &gz);
+
+    let output = task
+        .command()
+        .arg("--snapshot")
+        .arg(&snapshot)
+        .args(["--", "sh", "-c", "ls data | wc -l"])
+        .output()
+        .expect("task-agent runs");
+    assert_exit_code(&output, 0);
+    assert_eq!(common::stdout(&output).trim(), "50");
+    let record = task.record();
+    assert_summary_describes(&record["snapshot"], &snapshot, 50);
+}
+
+#[test]
+fn zero_padding_after_the_last_gzip_member_is_accepted() {
+    let scene = Scene::new();
+    let (first, second) = fifty_files_in_two_members();
+    let mut gz = archive::gzip(&first);
+    gz.extend(archive::gzip(&second));
+    // Tape-style: the file padded with zeros to a whole 10 KiB record.
+    gz.resize(gz.len().div_ceil(10_240) * 10_240, 0);
+    let snapshot = scene.write("padded.tar.gz", &gz);
+
+    scene.fetch(&snapshot, &[]).assert_extracted(&snapshot, 50);
+    assert_eq!(tree::read(&scene.workdir()), gnu_tar_tree(&snapshot));
+}
+
+#[test]
+fn trailing_garbage_after_the_last_gzip_member_is_corrupt_and_leaves_nothing() {
+    let scene = Scene::new();
+    let mut gz = archive::gzip(&harmless().finish());
+    gz.extend_from_slice(b"appended by something that is not gzip\n");
+    let snapshot = scene.write("garbage.tar.gz", &gz);
+
+    let fetched = scene.fetch(&snapshot, &[]);
+    fetched.assert_corrupt();
+    assert!(
+        fetched.error_line(CORRUPT).contains("trailing garbage"),
+        "{}",
+        fetched.error_line(CORRUPT)
+    );
+    assert!(tree::read(&scene.workdir()).is_empty());
+}
+
+#[test]
 fn a_file_that_is_not_an_archive_is_corrupt() {
     let scene = Scene::new();
     let text = "These are notes, not an archive.\n".repeat(40);

@@ -8,6 +8,7 @@ pub mod blob;
 pub mod cache;
 pub mod error;
 pub mod extract;
+pub mod gzip;
 pub mod pack;
 pub mod paths;
 pub mod progress;
@@ -265,8 +266,14 @@ fn unpack(
             request.budget,
             faults.clone(),
         );
-        let unpacked = extractor.unpack(&mut tar, cancel)?;
-        // The rest of the stream: tar padding and the gzip trailer, whose CRC is checked.
+        let unpacked = extractor.unpack(&mut tar, cancel);
+        let unpacked = match unpacked {
+            Err(Failure::Read(error)) if tar.ended() => Err(Failure::Read(truncated(error))),
+            other => other,
+        }?;
+        tar.expect_end_of_archive().map_err(Failure::Read)?;
+        // The rest of the stream: the tar's record padding and the gzip trailers, whose
+        // CRCs are checked, and nothing else (see `gzip`).
         io::copy(&mut tar, &mut io::sink()).map_err(Failure::Read)?;
         Ok(unpacked)
     })();
@@ -363,6 +370,15 @@ fn explain(
             }
         }
     }
+}
+
+/// A read error of the `tar` crate after the stream ran out (its "unexpected EOF during
+/// skip", "failed to read entire block"): the archive was cut inside an entry.
+fn truncated(error: io::Error) -> io::Error {
+    if error.kind() == io::ErrorKind::UnexpectedEof {
+        return error;
+    }
+    io::Error::new(io::ErrorKind::UnexpectedEof, error.to_string())
 }
 
 fn corrupt_detail(error: &io::Error) -> String {

@@ -1,14 +1,15 @@
 //! The read side of the pipeline: raw bytes → sha256 and byte count → format detection →
-//! gunzip → budget check → tar. Everything streams; nothing holds the archive.
+//! gunzip (every member) → budget check → tar, whose end-of-archive marker must be there.
+//! Everything streams; nothing holds the archive.
 
 use std::io::{self, BufReader, Cursor, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use flate2::bufread::GzDecoder;
 use sha2::{Digest, Sha256};
 
 use super::extract::{Budget, RATIO_GRACE};
+use super::gzip::GzipMembers;
 
 /// What went wrong upstream of the tar reader, kept typed here because `tar` and `flate2`
 /// only pass on an `io::Error`.
@@ -125,19 +126,84 @@ pub fn tar_stream<'a, R: Read + 'a>(
     compressed: Arc<AtomicU64>,
     budget: Budget,
     faults: FaultSlot,
-) -> Box<dyn Read + 'a> {
+) -> TarStream<'a> {
     let raw = Cursor::new(head).chain(rest);
     let unpacked: Box<dyn Read + 'a> = match format {
-        Format::Gzip => Box::new(GzDecoder::new(BufReader::with_capacity(256 << 10, raw))),
+        Format::Gzip => Box::new(GzipMembers::new(BufReader::with_capacity(256 << 10, raw))),
         Format::Tar => Box::new(raw),
     };
-    Box::new(Budgeted {
-        inner: unpacked,
-        unpacked: 0,
-        compressed,
-        budget,
-        faults,
-    })
+    TarStream {
+        inner: Budgeted {
+            inner: unpacked,
+            unpacked: 0,
+            compressed,
+            budget,
+            faults,
+        },
+        ended: false,
+    }
+}
+
+/// The unpacked tar bytes, remembering whether they ran out: the `tar` crate takes the
+/// end of the stream at a header boundary for the end of the archive, but a producer
+/// always writes the end-of-archive marker (two zero blocks), so a stream without it was
+/// cut short.
+pub struct TarStream<'a> {
+    inner: Budgeted<Box<dyn Read + 'a>>,
+    ended: bool,
+}
+
+/// The tar block size.
+const BLOCK: usize = 512;
+
+impl TarStream<'_> {
+    /// Called once the `tar` crate has found no further entry: it stopped either at the
+    /// stream's end (no marker: truncated) or at a zero block, which must be the first of
+    /// the two that make the marker.
+    pub fn expect_end_of_archive(&mut self) -> io::Result<()> {
+        let truncated = || {
+            // Not UnexpectedEof: that kind is reported as "ends in the middle of an entry".
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "it ends without the end-of-archive marker (two zero blocks), so it was cut short (truncated)",
+            )
+        };
+        if self.ended {
+            return Err(truncated());
+        }
+        let mut block = [0u8; BLOCK];
+        let mut filled = 0;
+        while filled < BLOCK {
+            match self.read(&mut block[filled..]) {
+                Ok(0) => return Err(truncated()),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if block.iter().any(|&b| b != 0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a lone zero block is followed by more data where the end-of-archive marker (two zero blocks) should be",
+            ));
+        }
+        Ok(())
+    }
+
+    /// True once a read found no more bytes.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+}
+
+impl Read for TarStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.ended = true;
+        }
+        Ok(n)
+    }
 }
 
 /// Stops the stream when it outgrows the budget, before the bytes reach a file.
