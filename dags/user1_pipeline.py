@@ -1,4 +1,7 @@
-"""user1's daily pipeline: validate, transform, upload to the partner. The seed's example, as written.
+"""Airflow DAG: user1's daily pipeline: validate, transform, upload to the partner. The seed's example.
+
+The first line names both "Airflow" and "DAG" on purpose: with its default
+`[core] dag_discovery_safe_mode = True`, Airflow parses only files that contain both words.
 
 The DAG says what runs and in what order; the platform policy decides images, memory, retries,
 secrets and logging. The snapshot is the tenant's code, packed and published with

@@ -1,10 +1,17 @@
-"""The DAG files load in Airflow's real DagBag, serialize for the scheduler, and do no I/O at parse time."""
+"""The DAG files load in Airflow's real DagBag, serialize for the scheduler, and do no I/O at parse time.
+
+Every DagBag here discovers files as a default Airflow's DAG processor does, in safe mode: it
+parses only the files whose text contains both "airflow" and "dag". A test that turned safe mode
+off would pass for a DAG file that a real deployment silently never sees.
+"""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -12,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from airflow.configuration import conf
 from airflow.dag_processing.dagbag import DagBag
 from airflow.serialization.serialized_objects import DagSerialization
 
@@ -20,6 +28,7 @@ from data_platform import PlatformPodOperator
 from data_platform.sftp_upload import SftpUploadOperator
 
 BENCH = REPO / "python" / "benches" / "dag_parse_time.py"
+README = REPO / "README.md"
 
 
 def bench() -> ModuleType:
@@ -40,7 +49,76 @@ def generated_dags(tmp_path: Path) -> Path:
 
 
 def load(folder: Path) -> DagBag:
-    return DagBag(dag_folder=folder, safe_mode=False)
+    """Discovers DAG files as the DAG processor does by default (see the safe-mode test below)."""
+    return DagBag(dag_folder=folder, safe_mode=True)
+
+
+def readme_dag_example() -> str:
+    """The Python block of README.md's "### For DAG authors", under "## The Airflow side"."""
+    text = README.read_text(encoding="utf-8")
+    airflow_side = text.split("\n## The Airflow side: `data_platform`\n", 1)[1].split("\n## ", 1)[0]
+    for_authors = airflow_side.split("\n### For DAG authors\n", 1)[1].split("\n### ", 1)[0]
+    blocks = re.findall(r"^```python\n(.*?)^```$", for_authors, flags=re.DOTALL | re.MULTILINE)
+    assert blocks, "README's 'For DAG authors' section has no ```python block"
+    return str(blocks[0])
+
+
+def without_module_docstring(code: str) -> str:
+    module = ast.parse(code)
+    first = module.body[0]
+    assert isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant), "no module docstring"
+    assert first.end_lineno is not None
+    lines = code.splitlines(keepends=True)
+    return "".join(lines[: first.lineno - 1] + lines[first.end_lineno :])
+
+
+def dag_folder_with(tmp_path: Path, name: str, code: str) -> Path:
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / name).write_text(code, encoding="utf-8")
+    return folder
+
+
+#: The README leaves the digest for the author to paste (what `task-agent pack` printed); a real
+#: digest stands in for it, and nothing else of the example is changed.
+DIGEST_PLACEHOLDER = 'sha256="…"'
+
+
+def as_an_author_writes_it(example: str) -> str:
+    assert example.count(DIGEST_PLACEHOLDER) == 1, "the README example's digest placeholder changed"
+    return example.replace(DIGEST_PLACEHOLDER, f'sha256="{"9f" * 32}"')
+
+
+def test_safe_mode_is_airflows_default_and_this_environments():
+    """So `safe_mode=True` in these tests is exactly what a default DAG processor does."""
+    assert conf.get_default_value("core", "dag_discovery_safe_mode") == "True"
+    assert conf.getboolean("core", "dag_discovery_safe_mode") is True
+
+
+def test_a_dag_file_written_as_the_readme_says_is_discovered(tmp_path):
+    code = as_an_author_writes_it(readme_dag_example())
+    bag = load(dag_folder_with(tmp_path, "user1_pipeline.py", code))
+    assert bag.import_errors == {}
+    assert sorted(bag.dags) == ["user1_pipeline"]
+    assert {t.task_id for t in bag.dags["user1_pipeline"].tasks} == {"validate", "transform", "upload"}
+
+
+def test_the_same_file_without_the_word_airflow_is_not_discovered(tmp_path):
+    """Pins Airflow's rule, and shows the README's docstring is what makes the example visible."""
+    code = without_module_docstring(as_an_author_writes_it(readme_dag_example()))
+    assert "airflow" not in code.lower() and "dag" in code.lower()
+    bag = load(dag_folder_with(tmp_path, "user1_pipeline.py", code))
+    assert bag.dags == {}
+    assert bag.import_errors == {}, "skipped silently: no import error tells the author"
+
+
+def test_every_dag_file_the_project_ships_is_discovered():
+    shipped = sorted(path.name for path in DAGS.glob("*.py"))
+    assert shipped, "no DAG files in dags/"
+    bag = load(DAGS)
+    assert bag.import_errors == {}
+    discovered = sorted({Path(dag.fileloc).name for dag in bag.dags.values()})
+    assert discovered == shipped
 
 
 def test_the_example_dag_loads_without_import_errors():
@@ -86,6 +164,7 @@ def test_a_dag_file_breaking_the_policy_is_an_import_error_naming_the_field(tmp_
     folder = tmp_path / "dags"
     folder.mkdir()
     (folder / "greedy.py").write_text(
+        '"""Airflow DAG asking for more than its tenant may have."""\n'
         "from data_platform import CustomerDAGFactory, PlatformTaskFactory\n"
         'dag = CustomerDAGFactory.create("greedy", tenant="user1", schedule=None)\n'
         'PlatformTaskFactory(dag).aks_python("t", "https://user1data.blob.core.windows.net/snapshots/a.tar.gz",'
@@ -126,7 +205,7 @@ def hook(event, args):
         events.append([event, repr(args)[:200]])
 sys.addaudithook(hook)
 active = True
-bag = DagBag(dag_folder=sys.argv[1], safe_mode=False)
+bag = DagBag(dag_folder=sys.argv[1], safe_mode=True)  # as a default DAG processor discovers files
 active = False
 print(json.dumps({"errors": bag.import_errors, "dags": sorted(bag.dags), "events": events}))
 """

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import shutil
 import subprocess
 import tempfile
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from azure.storage.blob import BlobServiceClient
 from kubernetes.client import models as k8s
@@ -28,6 +28,7 @@ from kubernetes.client import models as k8s
 from conftest import DAGS, POLICY_FILE, REPO, Azurite
 from data_platform import CustomerDAGFactory, PlatformPodOperator, PlatformTaskFactory, Snapshot
 from data_platform.operator import MEMORY_LIMIT_KEY, RECORD_XCOM_KEY
+from data_platform.sftp_upload import SftpUploadOperator
 from podsim import (
     ContainerRun,
     complete,
@@ -173,13 +174,18 @@ def partner_server(tmp_path: Path, ssh_keys: dict[str, SshKey]) -> Iterator[tupl
 def test_the_seed_pipeline_runs_end_to_end(
     agent_binary: Path,
     platform: dict[str, str],
+    snapshots: dict[str, Snapshot],
     ssh_keys: dict[str, SshKey],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    dag_file = runpy.run_path(str(DAGS / "user1_pipeline.py"))
-    validate, transform = dag_file["validate"], dag_file["transform"]
-    assert [t.task_id for t in dag_file["dag"].tasks] == ["validate", "transform", "upload"]
+    # Loaded as a default DAG processor finds it (safe mode), after `platform` pointed it at Azurite.
+    bag = DagBag(dag_folder=DAGS, safe_mode=True)
+    assert bag.import_errors == {}
+    dag = bag.dags["user1_pipeline"]
+    assert [t.task_id for t in dag.tasks] == ["validate", "transform", "upload"]
+    validate, transform = dag.get_task("validate"), dag.get_task("transform")
+    assert isinstance(validate, PlatformPodOperator) and isinstance(transform, PlatformPodOperator)
 
     ti, _, run, _, error = run_task(validate, agent_binary, tmp_path / "validate", platform)
     assert error is None, error
@@ -196,7 +202,7 @@ def test_the_seed_pipeline_runs_end_to_end(
         "try_number": 1,
         "map_index": -1,
     }
-    assert record["snapshot"]["sha256"] == dag_file["snapshot"].sha256
+    assert record["snapshot"]["sha256"] == snapshots["pipeline"].sha256
 
     output_dir = tmp_path / "data"
     platform_with_output = {**platform, "OUTPUT_DIR": str(output_dir)}
@@ -207,7 +213,8 @@ def test_the_seed_pipeline_runs_end_to_end(
     assert output.read_text().splitlines()[0] == "id,amount_cents"
 
     # The partner's SFTP server, where /incoming is theirs: a real sshd chrooted to a directory.
-    upload = dag_file["upload"]
+    upload = dag.get_task("upload")
+    assert isinstance(upload, SftpUploadOperator)
     with partner_server(tmp_path, ssh_keys) as (server, partner_root):
         monkeypatch.setenv("AIRFLOW_CONN_SFTP", sftp_connection_json(server, ssh_keys["user"]))
         # The seed reads /data/out.csv, where transform wrote it in its pod; here, in tmp_path.

@@ -6,6 +6,9 @@ DAG authors use two names::
     tasks = PlatformTaskFactory(dag)
 
 Everything else (images, memory, retries, secrets, logging) comes from the platform policy.
+
+A DAG file must contain the words ``airflow`` and ``dag`` (the module docstring is a good place):
+with its default ``[core] dag_discovery_safe_mode``, Airflow skips every other file unparsed.
 """
 
 from data_platform.agent_command import Snapshot
