@@ -31,18 +31,19 @@ pub enum AgentError {
     )]
     CommandNotFound { command: String, path: String },
 
-    #[error(
-        "command `{command}` could not be executed: {source}; check that it is a program or a script with a `#!` line and that its execute bit is set (chmod +x)"
-    )]
+    #[error("command `{command}` could not be executed: {reason}; {fix}")]
     CommandNotExecutable {
         command: String,
-        #[source]
-        source: io::Error,
+        reason: String,
+        fix: &'static str,
     },
 
-    #[error("cannot start command `{command}`: {source}")]
+    /// Starting the command failed at `step`, for a reason that is not the command file.
+    #[error("cannot start command `{command}`: {step} failed: {source}; {fix}")]
     Spawn {
         command: String,
+        step: String,
+        fix: &'static str,
         #[source]
         source: io::Error,
     },
@@ -204,6 +205,8 @@ mod tests {
     fn only_transient_failures_are_retryable() {
         let again = AgentError::Spawn {
             command: "x".into(),
+            step: "creating its process (fork)".into(),
+            fix: "wait",
             source: io::Error::from_raw_os_error(libc::EAGAIN),
         };
         assert!(again.disposition().retryable);

@@ -8,7 +8,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -410,7 +410,9 @@ fn write_script(path: &Path, text: &str, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-fn assert_not_executable(task: &Task, script: &Path) {
+/// 126 `command_not_executable`, naming `script`, whose message gives `advice` and does not
+/// give `wrong_advice` (the fix for a cause that is not this one).
+fn assert_not_executable(task: &Task, script: &Path, advice: &str, wrong_advice: &str) {
     let output = task
         .command()
         .arg("--")
@@ -429,6 +431,8 @@ fn assert_not_executable(task: &Task, script: &Path) {
         "the message should name {}: {message}",
         script.display()
     );
+    assert!(message.contains(advice), "{message}");
+    assert!(!message.contains(wrong_advice), "{message}");
 }
 
 #[test]
@@ -436,7 +440,7 @@ fn a_file_without_execute_permission_is_126_command_not_executable() {
     let task = Task::new();
     let script = task.path("task.sh");
     write_script(&script, "#!/bin/sh\nexit 0\n", 0o644);
-    assert_not_executable(&task, &script);
+    assert_not_executable(&task, &script, "chmod +x", "`#!`");
 }
 
 #[test]
@@ -444,7 +448,88 @@ fn a_script_with_a_missing_interpreter_is_126_command_not_executable() {
     let task = Task::new();
     let script = task.path("task.sh");
     write_script(&script, "#!/nonexistent/interpreter\nexit 0\n", 0o755);
-    assert_not_executable(&task, &script);
+    assert_not_executable(&task, &script, "/nonexistent/interpreter", "chmod");
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The record of a start that failed at a step other than the command file: `spawn`, 70,
+/// a message naming `named`, and no advice about `#!` lines or execute bits.
+fn assert_spawn_failure_names(task: &Task, output: &std::process::Output, named: &str) {
+    assert_exit_code(output, 70);
+    let record = task.record();
+    assert_eq!(record["status"], "agent_error", "{record:#}");
+    assert_error_kind(&record, "spawn");
+    let message = record["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(named),
+        "the message should name {named}: {message}"
+    );
+    assert!(
+        !message.contains("#!") && !message.contains("chmod"),
+        "advice for another cause: {message}"
+    );
+}
+
+#[test]
+fn a_missing_dev_null_is_named_not_blamed_on_the_command() {
+    if !is_root() {
+        eprintln!("skipped: hiding /dev needs a mount namespace (root)");
+        return;
+    }
+    let task = Task::new();
+    let mut agent = task.command();
+    agent.args(["--", "/bin/true"]);
+    // A private mount namespace whose /dev is an empty tmpfs: a minimal root's /dev.
+    let mut wrapper = Command::new("unshare");
+    wrapper.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount -t tmpfs none /dev && exec \"$@\"",
+        "sh",
+    ]);
+    let output = common::command_under(wrapper, &agent)
+        .output()
+        .expect("unshare runs");
+    assert_spawn_failure_names(&task, &output, "opening /dev/null");
+}
+
+#[test]
+fn a_workdir_the_agents_user_cannot_enter_is_named_not_blamed_on_the_command() {
+    if !is_root() {
+        eprintln!("skipped: running the agent as another user needs root");
+        return;
+    }
+    // As nobody, with a workdir that exists but only root may enter (a volume mounted
+    // with the wrong owner): the agent prepares it, the child cannot chdir into it.
+    let task = Task::new();
+    fs::set_permissions(task.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(task.workdir()).unwrap();
+    fs::set_permissions(task.workdir(), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(task.result_file(), "").unwrap();
+    fs::set_permissions(task.result_file(), fs::Permissions::from_mode(0o666)).unwrap();
+    let returns = task.path("returns");
+    fs::create_dir(&returns).unwrap();
+    fs::set_permissions(&returns, fs::Permissions::from_mode(0o777)).unwrap();
+    let mut agent = task.command_returning_to(&returns.join("return.json"));
+    agent.args(["--", "/bin/true"]);
+    let mut wrapper = Command::new("setpriv");
+    wrapper.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+    let output = common::command_under(wrapper, &agent)
+        .output()
+        .expect("setpriv runs");
+    assert_spawn_failure_names(&task, &output, "entering the workdir");
+    let message = task.record()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("Permission denied"), "{message}");
 }
 
 // ---------------------------------------------------------------------------------------
