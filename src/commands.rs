@@ -144,6 +144,21 @@ pub fn credential_secrets<'a>(
 ) -> Vec<String> {
     let env = |name: &str| std::env::var(name).ok();
     let mut secrets = blob::auth::secrets_to_mask(None, &env);
+    secrets.extend(option_credentials(sources));
+    secrets.extend(
+        std::env::var("AZURE_CLIENT_SECRET")
+            .ok()
+            .filter(|s| s.len() >= 4),
+    );
+    secrets
+}
+
+/// The credentials given in the agent's own options (the SAS of a blob URI, and its
+/// signature alone): meant for the agent, never for the task (see `conceal`).
+pub fn option_credentials<'a>(
+    sources: impl IntoIterator<Item = Option<&'a Source>>,
+) -> Vec<String> {
+    let mut secrets = Vec::new();
     for source in sources.into_iter().flatten() {
         if let Source::Blob(location) = source {
             secrets.extend(blob::auth::secrets_to_mask(
@@ -152,11 +167,6 @@ pub fn credential_secrets<'a>(
             ));
         }
     }
-    secrets.extend(
-        std::env::var("AZURE_CLIENT_SECRET")
-            .ok()
-            .filter(|s| s.len() >= 4),
-    );
     secrets
 }
 

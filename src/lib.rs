@@ -3,6 +3,7 @@
 pub mod azure;
 pub mod cli;
 pub mod commands;
+pub mod conceal;
 pub mod error;
 pub mod identity;
 pub mod install;

@@ -49,10 +49,10 @@ pub fn run(mut args: RunArgs) -> i32 {
     // First, before any thread exists (see SignalInbox::install).
     let inbox = SignalInbox::install();
     let telemetry_config = telemetry::Config::from_env(|name| std::env::var(name).ok());
-    let mut credentials = crate::commands::credential_secrets([
-        args.snapshot.snapshot.as_ref(),
-        args.return_upload.as_ref(),
-    ]);
+    let agent_sources = [args.snapshot.snapshot.as_ref(), args.return_upload.as_ref()];
+    // Also before any thread: it rewrites the environment strings in place.
+    let concealed = crate::conceal::conceal(&crate::commands::option_credentials(agent_sources));
+    let mut credentials = crate::commands::credential_secrets(agent_sources);
     credentials.extend(telemetry_config.header_values.iter().cloned());
     let masks = MaskHandle::default();
     if let Ok(masker) = Masker::new(&credentials) {
@@ -75,6 +75,11 @@ pub fn run(mut args: RunArgs) -> i32 {
     }
     crate::logging::install_masking_panic_hook(masks.clone());
     tracing::info!(version = env!("CARGO_PKG_VERSION"), command = %describe(&args.command), "task-agent starting");
+    if let Err(error) = concealed {
+        tracing::warn!(
+            "cannot hide the agent's own credentials from the task's view of /proc ({error}); a SAS in the agent's options may be readable by the task"
+        );
+    }
     for problem in telemetry_problems {
         tracing::warn!("telemetry: {problem}");
     }

@@ -685,7 +685,10 @@ fn a_tar_without_its_end_of_archive_marker_is_corrupt() {
     let snapshot = scene.write("unfinished.tar", &unfinished());
     scene.fetch(&snapshot, &[]).assert_corrupt();
     assert!(
-        scene.fetch(&snapshot, &[]).error_line(CORRUPT).contains("end-of-archive marker"),
+        scene
+            .fetch(&snapshot, &[])
+            .error_line(CORRUPT)
+            .contains("end-of-archive marker"),
         "the message says what is missing"
     );
 
