@@ -31,6 +31,68 @@ impl BlobLocation {
         url.set_query(self.sas.as_deref());
         url
     }
+
+    /// Emulators name the account in the path, as the first segment.
+    fn path_style(&self) -> bool {
+        is_path_style(self.url.host_str().unwrap_or_default())
+    }
+
+    /// The path segments after the account (if the path names it): the container, then the
+    /// blob name's segments.
+    fn segments(&self) -> Vec<String> {
+        let skip = usize::from(self.path_style());
+        self.url
+            .path_segments()
+            .map(|s| s.skip(skip).map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// The container's URL, without query.
+    pub fn container_url(&self) -> Url {
+        let mut url = self.url.clone();
+        let container = self.segments().into_iter().next().unwrap_or_default();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.clear();
+            if self.path_style() {
+                path.push(&self.account);
+            }
+            path.push(&container);
+        }
+        url
+    }
+
+    /// The blob's name in its container (percent-decoded), or the folder's prefix.
+    pub fn blob_name(&self) -> String {
+        let segments = self.segments();
+        let name = segments.get(1..).unwrap_or_default().join("/");
+        percent_encoding::percent_decode_str(&name)
+            .decode_utf8_lossy()
+            .into_owned()
+    }
+
+    /// The blob `relative` below this location taken as a folder (`a/b` under
+    /// `…/c/dir/` or `…/c/dir` is `…/c/dir/a/b`), with the same SAS.
+    pub fn child(&self, relative: &str) -> BlobLocation {
+        let mut url = self.url.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty();
+            path.extend(relative.split('/').filter(|s| !s.is_empty()));
+        }
+        BlobLocation {
+            url,
+            sas: self.sas.clone(),
+            account: self.account.clone(),
+        }
+    }
+}
+
+fn is_path_style(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok()
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok()
+        || host == "localhost"
 }
 
 impl fmt::Display for Source {
@@ -99,7 +161,7 @@ pub fn parse(text: &str) -> Result<Source, String> {
         .map(|s| s.filter(|seg| !seg.is_empty()).collect())
         .unwrap_or_default();
     // Azurite and other emulators put the account in the path: http://127.0.0.1:10000/devstoreaccount1/container/blob.
-    let path_style = host.parse::<std::net::IpAddr>().is_ok() || host == "localhost";
+    let path_style = is_path_style(&host);
     let (account, rest) = if path_style {
         match segments.split_first() {
             Some((account, rest)) => (account.to_string(), rest),
@@ -175,6 +237,29 @@ mod tests {
         assert!(b.request_url().as_str().ends_with("?sv=2024&sig=SECRET"));
         let shown = format!("{} {:?}", Source::Blob(b.clone()), b);
         assert!(!shown.contains("SECRET"), "{shown}");
+    }
+
+    #[test]
+    fn containers_names_and_children_of_both_url_styles() {
+        let b = blob("https://acct.blob.core.windows.net/runs/d/r/?sig=S");
+        assert_eq!(
+            b.container_url().as_str(),
+            "https://acct.blob.core.windows.net/runs"
+        );
+        assert_eq!(b.blob_name(), "d/r/");
+        let c = b.child("files/data/out csv");
+        assert_eq!(
+            c.url.as_str(),
+            "https://acct.blob.core.windows.net/runs/d/r/files/data/out%20csv"
+        );
+        assert_eq!(c.sas.as_deref(), Some("sig=S"));
+        assert_eq!(c.blob_name(), "d/r/files/data/out csv");
+        let e = blob("http://127.0.0.1:10000/devstoreaccount1/runs/x/y.csv");
+        assert_eq!(
+            e.container_url().as_str(),
+            "http://127.0.0.1:10000/devstoreaccount1/runs"
+        );
+        assert_eq!(e.blob_name(), "x/y.csv");
     }
 
     #[test]

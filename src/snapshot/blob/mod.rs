@@ -3,6 +3,7 @@
 //! whose text never carries a SAS, key or token.
 
 pub mod auth;
+pub mod content_md5;
 pub mod download;
 pub mod shared_key;
 pub mod upload;
@@ -14,8 +15,11 @@ use azure_core::credentials::TokenCredential;
 use azure_core::http::{StatusCode, Url};
 
 use crate::azure::describe;
+use azure_core::http::ClientOptions;
 use azure_identity::{ManagedIdentityCredential, WorkloadIdentityCredential};
-use azure_storage_blob::{BlobClient, BlobClientOptions};
+use azure_storage_blob::{
+    BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions,
+};
 
 pub use download::{Download, take_failure};
 
@@ -31,6 +35,10 @@ pub struct Connection {
     pub shown: String,
     /// Strings that must never be printed: the SAS, for `redact`.
     secrets: Vec<String>,
+    /// What the client was built with, for a container client with the same credential.
+    credential: Option<Arc<dyn TokenCredential>>,
+    client_options: ClientOptions,
+    location: BlobLocation,
 }
 
 impl Connection {
@@ -68,6 +76,11 @@ impl Connection {
             client_options: crate::azure::client_options(transfer.retry_budget),
             ..Default::default()
         };
+        // Every body sent carries its MD5, which the service checks (see `content_md5`).
+        options
+            .client_options
+            .per_call_policies
+            .push(Arc::new(content_md5::ContentMd5Policy));
         let credential: Option<Arc<dyn TokenCredential>> = match &auth {
             Auth::Sas | Auth::Anonymous => None,
             Auth::ConnectionSas(sas) => {
@@ -102,7 +115,8 @@ impl Connection {
                 fix: "use an https URL, or a SAS or account key for an http emulator",
             });
         }
-        let client = BlobClient::new(url, credential, Some(options))
+        let client_options = options.client_options.clone();
+        let client = BlobClient::new(url, credential.clone(), Some(options))
             .map_err(|e| unavailable(e.to_string()))?;
         tracing::debug!(auth = auth.describe(), "blob client ready");
         Ok(Connection {
@@ -110,6 +124,29 @@ impl Connection {
             auth,
             shown,
             secrets,
+            credential,
+            client_options,
+            location: location.clone(),
+        })
+    }
+
+    /// A client for the container of this connection's blob, with the same credential
+    /// (listing a folder of blobs).
+    pub fn container_client(&self) -> Result<BlobContainerClient, SnapshotError> {
+        let mut url = self.location.container_url();
+        match &self.auth {
+            Auth::ConnectionSas(sas) => url.set_query(Some(sas.secret())),
+            _ => url.set_query(self.location.sas.as_deref()),
+        }
+        let options = BlobContainerClientOptions {
+            client_options: self.client_options.clone(),
+            ..Default::default()
+        };
+        BlobContainerClient::new(url, self.credential.clone(), Some(options)).map_err(|e| {
+            SnapshotError::Unavailable {
+                location: self.shown.clone(),
+                detail: e.to_string(),
+            }
         })
     }
 
