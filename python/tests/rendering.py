@@ -40,9 +40,14 @@ class RunningTask:
     map_index: int = -1
     context_carrier: dict[str, str] | None = None
     xcom: dict[str, Any] = field(default_factory=dict)
+    #: What other tasks of the run pushed, by (task_id, key): what `xcom_pull` answers.
+    pushed_by_others: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value", **_: Any) -> Any:
+        return self.pushed_by_others.get((task_ids, key))
 
 
 def context_for(
@@ -52,6 +57,7 @@ def context_for(
     map_index: int = -1,
     store: StateStore | None = None,
     trace_carrier: dict[str, str] | None = None,
+    pushed_by_others: dict[tuple[str, str], Any] | None = None,
 ) -> Context:
     """What Airflow's task context holds that templates and the pod operator read, for one try."""
     ti = RunningTask(
@@ -60,6 +66,7 @@ def context_for(
         try_number=try_number,
         map_index=map_index,
         context_carrier=trace_carrier,
+        pushed_by_others=dict(pushed_by_others or {}),
     )
     context: dict[str, Any] = {
         "dag": op.dag,
@@ -79,8 +86,10 @@ def context_for(
 
 
 def render(op: PlatformPodOperator, context: Context) -> k8s.V1Pod:
-    """Templates rendered, then the pod request built without a cluster (`dry_run`)."""
+    """Templates rendered, upstream inputs resolved (as `execute` does first), then the pod
+    request built without a cluster (`dry_run`)."""
     op.render_template_fields(context)
+    op.bind_inputs(context)
     return op.build_pod_request_obj(context, dry_run=True)
 
 

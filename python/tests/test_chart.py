@@ -149,8 +149,9 @@ def test_every_tenant_gets_its_objects_in_its_namespace(docs):
         for d in docs
         if d["metadata"].get("namespace") == AIRFLOW_NAMESPACE
     }
-    assert airflow == {("ConfigMap", "data-platform-pod-template"), ("ConfigMap", "data-platform-policy")}
-    assert len(docs) == 2 + 8 * len(TENANTS), "nothing else is rendered"
+    assert airflow == {("ConfigMap", "data-platform-pod-template"), ("ConfigMap", "data-platform-policy"),
+                       ("ConfigMap", "data-platform-artifact-lifecycle")}  # fmt: skip
+    assert len(docs) == 3 + 8 * len(TENANTS), "nothing else is rendered"
 
 
 def test_namespaces_enforce_pod_security_restricted_and_survive_an_uninstall(docs):
@@ -457,6 +458,50 @@ def test_each_tenant_namespace_holds_only_its_own_tenant(docs):
         assert dataclasses.replace(own, tenants={}) == dataclasses.replace(full, tenants={})
 
 
+def lifecycle_rule(days: int, prefix: str) -> dict[str, Any]:
+    """Azure Blob lifecycle management: delete what is under `prefix` after `days` days."""
+    return {
+        "rules": [
+            {
+                "enabled": True,
+                "name": "dataPlatformRunArtifacts",
+                "type": "Lifecycle",
+                "definition": {
+                    "actions": {
+                        "baseBlob": {"delete": {"daysAfterModificationGreaterThan": days}},
+                        "snapshot": {"delete": {"daysAfterCreationGreaterThan": days}},
+                        "version": {"delete": {"daysAfterCreationGreaterThan": days}},
+                    },
+                    "filters": {"blobTypes": ["blockBlob"], "prefixMatch": [prefix]},
+                },
+            }
+        ]
+    }
+
+
+def test_run_artifacts_get_a_lifecycle_rule_per_tenant(docs):
+    """The exact management-policy JSON for `az storage account management-policy create --policy @…`."""
+    [configmap] = [d for d in find(docs, "ConfigMap", AIRFLOW_NAMESPACE) if d["metadata"]["name"].endswith(
+        "-artifact-lifecycle")]  # fmt: skip
+    policies = {key: json.loads(text) for key, text in configmap["data"].items()}
+    assert policies == {
+        "user1.json": lifecycle_rule(30, "runs/"),  # the platform's artifact_retention
+        "user2.json": lifecycle_rule(7, "runs/"),  # the tenant's own
+        "user3.json": lifecycle_rule(30, "runs/user3/"),  # a folder of a shared container
+    }
+    annotations = configmap["metadata"]["annotations"]
+    assert annotations["data-platform.io/storage-account-user3"] == "analytics"
+    # What the Airflow side reads agrees: the artifacts prefix and the retention.
+    full = parsed(docs, AIRFLOW_NAMESPACE)
+    assert full.tenants["user3"].artifacts == "https://analytics.blob.core.windows.net/runs/user3"
+    assert (full.artifact_retention, full.tenants["user2"].artifact_retention) == (30, 7)
+
+
+def test_a_tenant_without_artifacts_gets_no_lifecycle_rule():
+    documents = render(values=(), sets={"tenants.user1.serviceAccount.clientId": UUID})
+    assert not [d for d in documents if d["metadata"]["name"].endswith("-artifact-lifecycle")]
+
+
 def run_agent(agent: Path, tmp_path: Path, policy: Path, tenant: str, *command_and_secrets: str):
     """The real agent with the policy in TASK_AGENT_POLICY_FILE, as the pod template sets it."""
     result_file = tmp_path / "record.json"
@@ -534,6 +579,12 @@ SCHEMA_CASES: dict[str, tuple[dict[str, str], list[str]]] = {
     "storage with a SAS": ({"tenants.user1.policy.storage[0]": "https://a.blob.core.windows.net/c?sig=x"},
                            ["/tenants/user1/policy/storage/0"]),
     "max retries": ({"tenants.user1.policy.max_retries": "-1"}, ["/tenants/user1/policy/max_retries"]),
+    "artifacts with a SAS": ({"tenants.user1.policy.artifacts": "https://a.blob.core.windows.net/runs?sig=x"},
+                             ["/tenants/user1/policy/artifacts"]),
+    "artifact retention": ({"tenants.user1.policy.artifact_retention": "0"},
+                           ["/tenants/user1/policy/artifact_retention"]),
+    "platform artifact retention": ({"policy.platform.artifact_retention": "2w"},
+                                    ["/policy/platform/artifact_retention"]),
     "unknown tenant key": ({"tenants.user1.quota.pods": "3"}, ["/tenants/user1", "'quota' not allowed"]),
     "quota quantity": ({"tenants.user1.resourceQuota.hard.pods": "lots"},
                        ["/tenants/user1/resourceQuota/hard/pods", "'lots'"]),

@@ -461,6 +461,8 @@ def test_sftp_upload_may_read_only_the_tenants_storage(tasks):
     assert op.allowed_storage == (
         "https://user1data.blob.core.windows.net/snapshots",
         "https://user1data.blob.core.windows.net/exports",
+        # Its run artifacts: where upstream tasks' outputs are.
+        "https://user1data.blob.core.windows.net/runs",
     )
     assert op.execution_timeout == timedelta(hours=2)
     assert refused(tasks.sftp_upload, "u", "/a", "/b", "c", allowed_storage=["https://x"]).startswith(

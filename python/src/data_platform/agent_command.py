@@ -30,6 +30,8 @@ _VAULT_HOST_SUFFIXES = (".vault.azure.net", ".vault.azure.cn", ".vault.usgovclou
 RUN_ID_TEMPLATE = "{{ run_id }}"
 TRY_NUMBER_TEMPLATE = "{{ ti.try_number }}"
 MAP_INDEX_TEMPLATE = "{{ ti.map_index }}"
+#: Ends the agent's options; the command and its arguments follow.
+COMMAND_SEPARATOR = "--"
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class AgentTask:
     secrets: Mapping[str, str]
     secret_files: Mapping[str, str]
     deadlines: Deadlines
+    #: `--artifacts`, `--output` and static `--input` arguments (data_platform.artifacts).
+    data_arguments: Sequence[str] = ()
 
 
 def agent_arguments(task: AgentTask) -> list[str]:
@@ -73,7 +77,13 @@ def agent_arguments(task: AgentTask) -> list[str]:
         arguments += ["--secret-file", f"{path}={reference}"]
     if task.secrets or task.secret_files:
         arguments += ["--allowed-vaults", ",".join(task.tenant.allowed_vaults)]
-    return [*arguments, "--", *task.command]
+    return [*arguments, *task.data_arguments, COMMAND_SEPARATOR, *task.command]
+
+
+def with_arguments_before_command(arguments: Sequence[str], extra: Sequence[str]) -> list[str]:
+    """`extra` agent options inserted before the `--` that starts the command."""
+    split = list(arguments).index(COMMAND_SEPARATOR)
+    return [*arguments[:split], *extra, *arguments[split:]]
 
 
 def check_snapshot(snapshot: Snapshot | str, tenant: Tenant, *, field: str = "snapshot") -> Snapshot:
@@ -89,7 +99,7 @@ def check_snapshot(snapshot: Snapshot | str, tenant: Tenant, *, field: str = "sn
 
 
 def check_storage(uri: str, tenant: Tenant, *, field: str) -> None:
-    """A blob URI must lie in one of the tenant's storage prefixes."""
+    """A blob URI must lie in one of the tenant's storage prefixes (its artifacts included)."""
     shown = without_query(uri)
     parts = urlsplit(uri)
     if parts.scheme not in ("https", "http") or not parts.netloc:
@@ -97,7 +107,7 @@ def check_storage(uri: str, tenant: Tenant, *, field: str) -> None:
             f"{field}: {shown!r} is not a blob URL; expected "
             "https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH in the tenant's storage"
         )
-    problem = storage_violation(uri, tenant.storage, f"tenant {tenant.name!r}")
+    problem = storage_violation(uri, tenant.owned_storage, f"tenant {tenant.name!r}")
     if problem is not None:
         raise PolicyError(f"{field}: {problem}, or publish it there")
 

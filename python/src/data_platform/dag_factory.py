@@ -13,6 +13,7 @@ from airflow.sdk import DAG
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
+from data_platform.artifacts import check_data_flow
 from data_platform.policy import PlatformPolicy, PolicyError, Tenant, load_policy
 from data_platform.units import UnitError, parse_duration
 
@@ -49,6 +50,16 @@ def platform_dag(dag: DAG) -> PlatformDag:
 def _register(dag: DAG, platform: PlatformDag) -> None:
     key = id(dag)
     _PLATFORM_DAGS[key] = (weakref.ref(dag, lambda _: _PLATFORM_DAGS.pop(key, None)), platform)
+
+
+class PlatformDAG(DAG):
+    """A DAG made by CustomerDAGFactory. The DAG processor calls `validate` once the file has run,
+    when every edge exists: the moment to check what tasks read from each other (a bare input
+    path two upstream tasks declare is ambiguous), still at parse time."""
+
+    def validate(self) -> None:
+        super().validate()  # type: ignore[no-untyped-call]
+        check_data_flow(self)
 
 
 async def run_deadline_missed(**kwargs: Any) -> None:
@@ -120,7 +131,7 @@ class CustomerDAGFactory:
             "max_retry_delay": max_delay,
             "execution_timeout": timeout,
         }
-        dag = DAG(
+        dag = PlatformDAG(
             dag_id=dag_id,
             schedule=schedule,
             start_date=start_date or DEFAULT_START_DATE,

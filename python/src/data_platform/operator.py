@@ -2,24 +2,43 @@
 
 No XCom sidecar: the agent writes one JSON record into the container's termination message,
 which Kubernetes keeps in the pod's status. After the pod ends, `cleanup` (which the sync and
-the deferrable paths both pass through) reads it, pushes `return_value` and `task_result`, and
-turns the record into success, skip, fail-without-retry or retry.
+the deferrable paths both pass through) reads it, pushes `return_value`, `task_result` and the
+declared `outputs`, and turns the record into success, skip, fail-without-retry or retry.
+
+Before the pod is built, `execute` resolves inputs that name an upstream task's output into
+`--input` arguments (data_platform.artifacts).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk import Asset
+from airflow.sdk.definitions.xcom_arg import PlainXComArg
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from kubernetes.client import models as k8s
 
 from data_platform import record as records
+from data_platform.agent_command import with_arguments_before_command
+from data_platform.artifacts import (
+    OUTPUTS_XCOM_KEY,
+    BlobInput,
+    Input,
+    Output,
+    OutputRef,
+    RecordedOutput,
+    check_output_ref,
+    input_arguments_for,
+    producer_of,
+    recorded_output,
+    recorded_outputs,
+)
 from data_platform.outcome import ContainerEnd, MemoryPlan, Outcome, Verdict, decide
 from data_platform.storage import blob_client, blob_error, mask_sas_signatures, without_query
 from data_platform.trace import trace_environment
@@ -44,6 +63,10 @@ class PlatformPodOperator(KubernetesPodOperator):
         skip_exit_codes: Collection[int] = (),
         oom_memory_factor: float = 1.0,
         max_memory: str | None = None,
+        data_outputs: Sequence[Output] = (),
+        data_inputs: Sequence[Input] = (),
+        data_assets: Mapping[str, str] | None = None,
+        allowed_storage: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         if kwargs.get("do_xcom_push"):
@@ -57,6 +80,43 @@ class PlatformPodOperator(KubernetesPodOperator):
         self.skip_exit_codes = tuple(skip_exit_codes)
         self.oom_memory_factor = oom_memory_factor
         self.max_memory = max_memory
+        self.data_outputs = tuple(data_outputs)
+        self.data_inputs = tuple(data_inputs)
+        #: Output path → the URI of the Asset (outlet) it is declared as.
+        self.data_assets = dict(data_assets or {})
+        #: The tenant's storage: the only place a resolved input may point to.
+        self.allowed_storage = tuple(allowed_storage)
+
+    @property
+    def output(self) -> _OutputXComArg:
+        """`task.output` is Airflow's XComArg of the return value, as on any operator;
+        `task.output("/data/out.csv")` names a declared output, for a later task's `inputs`."""
+        return _OutputXComArg(operator=self)
+
+    def execute(self, context: Context) -> Any:
+        self.bind_inputs(context)
+        return super().execute(context)
+
+    def bind_inputs(self, context: Context) -> None:
+        """Upstream outputs this task reads become `--input PATH=URI#sha256=…` (before the pod is
+        built). Static blob inputs were added at parse time; this adds the run's resolved ones."""
+        extra: list[str] = []
+        for item in self.data_inputs:
+            if isinstance(item.source, BlobInput):
+                continue
+            producer = producer_of(self, item.source)
+            if producer is None:
+                continue
+            found = recorded_output(context, producer, item.source.path, self.allowed_storage, "the tenant")
+            self.log.info("Input %s: %s's output %s, %s (sha256 %s)", item.path, producer, found.path,
+                          found.uri, found.sha256)  # fmt: skip
+            extra += input_arguments_for(found, item.path)
+        arguments = list(self.arguments or [])
+        # Idempotent: the arguments were rendered in place and may already hold these.
+        extra = [word for pair in zip(extra[::2], extra[1::2], strict=True) if pair[1] not in arguments
+                 for word in pair]  # fmt: skip
+        if extra:
+            self.arguments = with_arguments_before_command(arguments, extra)
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
         super().render_template_fields(context, jinja_env)
@@ -120,6 +180,10 @@ class PlatformPodOperator(KubernetesPodOperator):
             ti.xcom_push(key=RECORD_XCOM_KEY, value=outcome.record.data)
             if outcome.verdict in (Verdict.SUCCESS, Verdict.SKIP):
                 ti.xcom_push(key="return_value", value=self._return_value(outcome))
+            if outcome.verdict is Verdict.SUCCESS and self.data_outputs:
+                outputs = self._recorded_outputs(outcome.record)
+                ti.xcom_push(key=OUTPUTS_XCOM_KEY, value=[output.as_xcom() for output in outputs])
+                self._describe_asset_events(outputs, context)
         if outcome.verdict is Verdict.SUCCESS:
             self.log.info("%s", outcome.message)
             return
@@ -141,6 +205,29 @@ class PlatformPodOperator(KubernetesPodOperator):
         if ref is None:
             return record.return_value
         return download_return_value(ref)
+
+    def _recorded_outputs(self, record: records.Record) -> list[RecordedOutput]:
+        """The record's outputs, or when they did not fit in it, the manifest's (verified)."""
+        if record.data.get("outputs_truncated"):
+            manifest = record.data.get("outputs_manifest")
+            if not isinstance(manifest, dict):
+                raise AirflowFailException(
+                    "the record says its outputs were truncated but names no outputs_manifest"
+                )
+            document = json.loads(download_verified(manifest, "the outputs manifest"))
+            entries = document.get("outputs") if isinstance(document, dict) else None
+            return recorded_outputs(entries, self.data_outputs, "the outputs manifest")
+        return recorded_outputs(record.data.get("outputs"), self.data_outputs, "the record's outputs")
+
+    def _describe_asset_events(self, outputs: Sequence[RecordedOutput], context: Context | None) -> None:
+        """The asset URI is stable across runs; each event says which blob this run wrote."""
+        events = context.get("outlet_events") if context else None
+        if events is None or not self.data_assets:
+            return
+        for output in outputs:
+            uri = self.data_assets.get(output.path)
+            if uri is not None:
+                events[Asset(uri)].extra.update(output.as_xcom())
 
     def _memory_plan(self, remote_pod: k8s.V1Pod) -> MemoryPlan | None:
         if self.max_memory is None:
@@ -180,6 +267,11 @@ def container_end(pod: k8s.V1Pod, container_name: str) -> ContainerEnd | None:
 
 def download_return_value(ref: dict[str, Any]) -> Any:
     """A return value the agent spilled to Blob Storage (too large for the record), verified."""
+    return json.loads(download_verified(ref, "the return value"))
+
+
+def download_verified(ref: Mapping[str, Any], what: str) -> bytes:
+    """A small blob the agent wrote (`{uri, sha256}`), whole, checked against its sha256."""
     from azure.core.exceptions import AzureError
 
     uri = str(ref["uri"])
@@ -193,10 +285,10 @@ def download_return_value(ref: dict[str, Any]) -> Any:
     digest = hashlib.sha256(body).hexdigest()
     if digest != ref["sha256"]:
         raise AirflowException(
-            f"the return value at {shown} has sha256 {digest}, but the record says "
+            f"{what} at {shown} has sha256 {digest}, but the record says "
             f"{ref['sha256']}: it was changed after the task wrote it"
         )
-    return json.loads(body)
+    return body
 
 
 def _last_of_each_name(env: list[k8s.V1EnvVar]) -> list[k8s.V1EnvVar]:
@@ -220,3 +312,17 @@ def _bytes_or_none(value: Any) -> int | None:
         return parse_bytes(str(value), "memory")
     except UnitError:
         return None
+
+
+class _OutputXComArg(PlainXComArg):
+    """Airflow's return-value XComArg that can also be called: `task.output(PATH)`."""
+
+    def __call__(self, path: str | None = None, **templater: Any) -> OutputRef | Any:
+        if path is None and "context" in templater:
+            # Airflow's templater calls a callable template field with context=…: act as the XComArg.
+            return self.resolve(templater["context"])
+        if not isinstance(path, str):
+            raise TypeError(f"{self.operator.task_id}.output(PATH) takes the path of a declared output")
+        producer = self.operator
+        assert isinstance(producer, PlatformPodOperator)
+        return check_output_ref(producer, path)

@@ -15,6 +15,7 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -59,6 +60,16 @@ class Tenant:
     size_classes: tuple[str, ...]
     images: tuple[str, ...]
     max_retries: int | None = None
+    #: The blob prefix under which the tenant's tasks write their outputs (`--artifacts`), one
+    #: folder per try; None: the tenant's tasks may not declare outputs.
+    artifacts: str | None = None
+    #: Days after which the chart's lifecycle rule deletes run artifacts; None: the platform's.
+    artifact_retention: int | None = None
+
+    @property
+    def owned_storage(self) -> tuple[str, ...]:
+        """Every prefix a task of the tenant may read: its storage and its artifacts."""
+        return (*self.storage, self.artifacts) if self.artifacts else self.storage
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,8 @@ class PlatformPolicy:
     skip_exit_code: int
     oom_memory_factor: float
     agent_grace: timedelta
+    #: Days a run's artifacts are kept (the chart's Blob lifecycle rule), unless a tenant says.
+    artifact_retention: int
     agent_path: str
     default_image: str
     images: Mapping[str, str]
@@ -137,12 +150,13 @@ class PlatformPolicy:
 _PLATFORM_FIELDS = (
     "owner", "tags", "retries", "max_retries", "retry_delay", "retry_exponential_backoff",
     "max_retry_delay", "execution_timeout", "max_execution_timeout", "run_deadline",
-    "max_run_deadline", "skip_exit_code", "oom_memory_factor", "agent_grace", "agent_path",
-    "default_image", "images",
+    "max_run_deadline", "skip_exit_code", "oom_memory_factor", "agent_grace", "artifact_retention",
+    "agent_path", "default_image", "images",
 )  # fmt: skip
 _SIZE_CLASS_FIELDS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit", "max_memory")
 _TENANT_FIELDS = (
     "namespace", "service_account", "allowed_vaults", "storage", "size_classes", "images", "max_retries",
+    "artifacts", "artifact_retention",
 )  # fmt: skip
 
 
@@ -182,6 +196,7 @@ def parse_policy(document: Any, origin: str) -> PlatformPolicy:
         skip_exit_code=reader.exit_code(platform.get("skip_exit_code", 99), "platform.skip_exit_code"),
         oom_memory_factor=reader.factor(platform.get("oom_memory_factor", 1.5), "platform.oom_memory_factor"),
         agent_grace=reader.duration(platform.get("agent_grace", "30s"), "platform.agent_grace"),
+        artifact_retention=reader.days(platform.get("artifact_retention", 30), "platform.artifact_retention"),
         agent_path=reader.text(
             platform.get("agent_path", "/usr/local/bin/task-agent"), "platform.agent_path"
         ),
@@ -261,6 +276,16 @@ def _tenant(
             if values.get("max_retries") is None
             else reader.count(values.get("max_retries"), f"{where}.max_retries")
         ),
+        artifacts=(
+            None
+            if values.get("artifacts") is None
+            else reader.blob_prefix(values.get("artifacts"), f"{where}.artifacts")
+        ),
+        artifact_retention=(
+            None
+            if values.get("artifact_retention") is None
+            else reader.days(values.get("artifact_retention"), f"{where}.artifact_retention")
+        ),
     )
     for size in tenant.size_classes:
         if size not in size_classes:
@@ -336,6 +361,23 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise self.fail(where, "a whole number, 0 or more", value)
         return value
+
+    def days(self, value: Any, where: str) -> int:
+        days = self.count(value, where)
+        if days < 1:
+            raise self.fail(where, "a number of days, 1 or more", value)
+        return days
+
+    def blob_prefix(self, value: Any, where: str) -> str:
+        text = self.text(value, where)
+        parts = urlsplit(text)
+        # http only for local emulators (Azurite); a query could carry a SAS into every pod's arguments.
+        if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+            expected = "a blob prefix https://ACCOUNT.blob.core.windows.net/CONTAINER[/PATH] without a query"
+            raise self.fail(where, expected, value)
+        if not parts.path.strip("/"):
+            raise self.fail(where, "a blob prefix that names a container", value)
+        return text.rstrip("/")
 
     def exit_code(self, value: Any, where: str) -> int:
         code = self.count(value, where)

@@ -1,4 +1,7 @@
-"""The ``sftp_upload`` task: put one local file or tenant blob on a partner's SFTP server.
+"""The ``sftp_upload`` task: put one upstream output, local file or tenant blob on a partner's SFTP server.
+
+A source path that an upstream task declared as an output is that task's recorded blob in this run: it is
+streamed like any tenant blob, and its sha256 must be the recorded one before the file is published.
 
 The upload is streamed (neither a blob nor a local file is ever held whole in memory or copied to local
 disk) into a temporary name next to the target and renamed onto it only once every byte has arrived, so
@@ -25,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 
-from data_platform.sources import parse_source, source_chunks
+from data_platform.artifacts import BlobInput, Input, RecordedOutput, producer_of, recorded_output
+from data_platform.sources import BlobSource, LocalSource, parse_source, source_chunks
 from data_platform.storage import mask_sas_signatures
 
 if TYPE_CHECKING:
@@ -148,6 +152,8 @@ class SftpUploadOperator(BaseOperator):
     :param sftp_conn_id: an Airflow connection of type ``sftp`` (host, port, login, key).
     :param allowed_storage: URI prefixes (scheme://host/path) of the tenant's storage; a blob source must
         lie under one of them. Empty: the tenant has no storage and blob sources are refused.
+    :param data_inputs: the upstream output ``source`` may name (``PlatformTaskFactory.sftp_upload`` sets
+        it): when an upstream task declares it, its recorded blob is uploaded and its sha256 checked.
     :return: ``{"remote_path", "bytes", "sha256", "source"}``, ``source`` without any SAS.
     """
 
@@ -160,9 +166,11 @@ class SftpUploadOperator(BaseOperator):
         remote_path: str,
         sftp_conn_id: str,
         allowed_storage: Sequence[str] = (),
+        data_inputs: Sequence[Input] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.data_inputs = tuple(data_inputs)
         self.source = source
         self.remote_path = remote_path
         self.sftp_conn_id = sftp_conn_id
@@ -179,13 +187,20 @@ class SftpUploadOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         started = time.monotonic()
         mask_sas_signatures(self.source)
-        source = parse_source(self.source, self.allowed_storage)
+        upstream = self._upstream_output(context)
+        source: LocalSource | BlobSource
+        if upstream is None:
+            source = parse_source(self.source, self.allowed_storage)
+        else:
+            source = BlobSource(uri=upstream.uri, display=upstream.uri)
         remote_path = _check_remote_path(self.remote_path)
 
         with ExitStack() as stack:
             chunks = stack.enter_context(source_chunks(source))
             sftp, server = self._connect(stack)
-            size, sha256 = self._upload(sftp, chunks, remote_path, server)
+            size, sha256 = self._upload(
+                sftp, chunks, remote_path, server, expected_sha256=upstream.sha256 if upstream else None
+            )
 
         self.log.info(
             "Uploaded %d bytes (sha256 %s) from %s to %s on %s in %.2f s",
@@ -197,6 +212,25 @@ class SftpUploadOperator(BaseOperator):
             time.monotonic() - started,
         )
         return {"remote_path": remote_path, "bytes": size, "sha256": sha256, "source": source.display}
+
+    def _upstream_output(self, context: Context) -> RecordedOutput | None:
+        """The upstream output the source names in this run, or None for a local file or blob."""
+        for item in self.data_inputs:
+            if isinstance(item.source, BlobInput):
+                continue
+            producer = producer_of(self, item.source)
+            if producer is None:
+                continue
+            found = recorded_output(context, producer, item.source.path, self.allowed_storage, "the tenant")
+            if found.kind != "file":
+                raise AirflowFailException(
+                    f"{producer}'s output {found.path!r} is a {found.kind}, but sftp_upload sends one file: "
+                    f"declare it as a file output, or upload a file inside it"
+                )
+            self.log.info("Source %s is %s's output in this run: %s (sha256 %s)", found.path, producer,
+                          found.uri, found.sha256)  # fmt: skip
+            return found
+        return None
 
     def _connect(self, stack: ExitStack) -> tuple[Any, str]:
         """Open the SFTP session (closed with ``stack``) and describe the server for messages."""
@@ -245,7 +279,15 @@ class SftpUploadOperator(BaseOperator):
         except (OSError, EOFError) as err:
             raise AirflowException(f"could not connect to the SFTP server {server}: {err}") from err
 
-    def _upload(self, sftp: Any, chunks: Iterator[bytes], remote_path: str, server: str) -> tuple[int, str]:
+    def _upload(
+        self,
+        sftp: Any,
+        chunks: Iterator[bytes],
+        remote_path: str,
+        server: str,
+        *,
+        expected_sha256: str | None = None,
+    ) -> tuple[int, str]:
         import paramiko
 
         try:
@@ -277,6 +319,13 @@ class SftpUploadOperator(BaseOperator):
                 raise AirflowException(
                     f"the SFTP server {server} stored {written} bytes of {size} in {part_path!r}; "
                     "nothing was published."
+                )
+            if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
+                # The blob changed after its producer recorded it: retrying would send the same bytes.
+                raise AirflowFailException(
+                    f"the source has sha256 {digest.hexdigest()}, but its producer recorded "
+                    f"{expected_sha256}: it was changed after the task wrote it; nothing was published. "
+                    "Rerun the producing task."
                 )
             _move_into_place(sftp, part_path, remote_path, server)
         except BaseException as err:

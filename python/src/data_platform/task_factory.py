@@ -12,7 +12,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG, BaseOperator
+from airflow.sdk import DAG, Asset, BaseOperator
 from kubernetes.client import models as k8s
 
 from data_platform.agent_command import (
@@ -21,6 +21,20 @@ from data_platform.agent_command import (
     agent_arguments,
     check_secrets,
     check_snapshot,
+)
+from data_platform.artifacts import (
+    BlobInput,
+    Input,
+    Output,
+    OutputRef,
+    UpstreamPath,
+    artifacts_prefix,
+    asset_uri,
+    check_path,
+    input_argument,
+    output_arguments,
+    parse_inputs,
+    parse_outputs,
 )
 from data_platform.dag_factory import bounded, check_retries, platform_dag
 from data_platform.deadlines import nest
@@ -88,9 +102,14 @@ class PlatformTaskFactory:
         timeout: str | timedelta | None = None,
         env: Mapping[str, str] | None = None,
         image: str | None = None,
+        outputs: Sequence[str | Output] | None = None,
+        inputs: Sequence[str | OutputRef] | Mapping[str, str | OutputRef] | None = None,
         **operator_kwargs: Any,
     ) -> PlatformPodOperator:
-        """`python SCRIPT ARGS` from `snapshot`, in a pod of the tenant, under task-agent."""
+        """`python SCRIPT ARGS` from `snapshot`, in a pod of the tenant, under task-agent.
+
+        `outputs` are uploaded to the tenant's artifacts after the script succeeds; `inputs` are
+        downloaded before it starts (docs/data-between-tasks.md)."""
         policy, tenant = self.platform.policy, self.platform.tenant
         where = f"{self.dag.dag_id}.{task_id}"
         self._check_operator_kwargs(where, operator_kwargs, _POD_TASK_FIELDS)
@@ -112,8 +131,26 @@ class PlatformTaskFactory:
             size_class = policy.size_class(tenant, size)
             runtime_image = policy.image(tenant, image)
             deadlines = nest(self._timeout(timeout), policy.agent_grace)
+            data_outputs = parse_outputs(outputs)
+            data_inputs = parse_inputs(inputs, tenant)
         except (PolicyError, UnitError, ValueError) as error:
             raise PolicyError(f"{where}: {error}") from None
+        if data_outputs and tenant.artifacts is None:
+            raise PolicyError(
+                f"{where}: outputs: tenant {tenant.name!r} has no artifacts storage for task outputs; "
+                f"ask the platform team to set tenants.{tenant.name}.artifacts in the chart's values"
+            )
+        data_arguments = self._data_arguments(task_id, data_outputs, data_inputs)
+        assets = {
+            output.path: asset_uri(tenant.artifacts or "", self.dag.dag_id, task_id, output.path)
+            for output in data_outputs
+            if output.asset
+        }
+        if assets:
+            operator_kwargs["outlets"] = [
+                *(operator_kwargs.get("outlets") or []),
+                *(Asset(uri) for uri in assets.values()),
+            ]
         if not script or script.startswith("-"):
             raise PolicyError(f"{where}: script {script!r} must name a Python file in the snapshot")
         arguments = agent_arguments(
@@ -126,9 +163,10 @@ class PlatformTaskFactory:
                 secrets=env_secrets,
                 secret_files=file_secrets,
                 deadlines=deadlines,
+                data_arguments=data_arguments,
             )
         )
-        return PlatformPodOperator(
+        operator = PlatformPodOperator(
             task_id=task_id,
             dag=self.dag,
             namespace=tenant.namespace,
@@ -155,8 +193,41 @@ class PlatformTaskFactory:
             oom_memory_factor=policy.oom_memory_factor,
             max_memory=size_class.max_memory,
             get_logs=True,
+            data_outputs=data_outputs,
+            data_inputs=data_inputs,
+            data_assets=assets,
+            allowed_storage=tenant.owned_storage,
             **operator_kwargs,
         )
+        self._depend_on_named_outputs(where, operator, data_inputs)
+        return operator
+
+    def _data_arguments(self, task_id: str, outputs: Sequence[Output], inputs: Sequence[Input]) -> list[str]:
+        """`--artifacts`/`--output`, and `--input` for static blobs; upstream outputs are
+        resolved when the task runs (PlatformPodOperator.bind_inputs)."""
+        arguments = []
+        artifacts = self.platform.tenant.artifacts
+        if outputs and artifacts:
+            arguments += output_arguments(artifacts_prefix(artifacts, self.dag.dag_id, task_id), outputs)
+        for item in inputs:
+            if isinstance(item.source, BlobInput):
+                source = item.source
+                arguments += input_argument(item.path, source.uri, source.sha256, source.archive)
+        return arguments
+
+    def _depend_on_named_outputs(self, where: str, reader: BaseOperator, inputs: Sequence[Input]) -> None:
+        """`task.output(PATH)` makes `task` upstream of its reader, as an XComArg would."""
+        for item in inputs:
+            source = item.source
+            if not isinstance(source, OutputRef):
+                continue
+            if source.dag_id != self.dag.dag_id or not self.dag.has_task(source.task_id):
+                raise PolicyError(
+                    f"{where}: inputs[{item.path!r}]: {source.task_id}.output({source.path!r}) is a task of "
+                    f"DAG {source.dag_id!r}; only outputs of this DAG's tasks can be read by name (give "
+                    "another DAG's data as a blob URI, or schedule on its asset)"
+                )
+            reader.set_upstream(self.dag.get_task(source.task_id))
 
     def python(
         self,
@@ -189,19 +260,42 @@ class PlatformTaskFactory:
         return EmptyOperator(task_id=task_id, dag=self.dag, **operator_kwargs)
 
     def sftp_upload(
-        self, task_id: str, source: str, remote_path: str, conn_id: str, **operator_kwargs: Any
+        self,
+        task_id: str,
+        source: str | OutputRef,
+        remote_path: str,
+        conn_id: str,
+        **operator_kwargs: Any,
     ) -> SftpUploadOperator:
-        """Uploads a local file or a blob of the tenant's storage to a partner's SFTP server."""
-        self._check_operator_kwargs(f"{self.dag.dag_id}.{task_id}", operator_kwargs, {"allowed_storage"})
-        return SftpUploadOperator(
+        """Uploads an upstream task's output, a local file or a blob of the tenant's storage to a
+        partner's SFTP server. A path an upstream task declared as an output is that output."""
+        where = f"{self.dag.dag_id}.{task_id}"
+        self._check_operator_kwargs(where, operator_kwargs, {"allowed_storage", "data_inputs"})
+        data_inputs: tuple[Input, ...] = ()
+        if isinstance(source, OutputRef):
+            data_inputs = (Input(source.path, source),)
+            source = source.path
+        elif isinstance(source, str) and source.startswith("/"):
+            # Resolved when the DAG is complete (its edges) and again when the task runs; a path
+            # no upstream task declares stays a local file.
+            try:
+                path = check_path(source, "source")
+            except PolicyError:
+                path = None
+            if path is not None:
+                data_inputs = (Input(path, UpstreamPath(path, required=False)),)
+        operator = SftpUploadOperator(
             task_id=task_id,
             dag=self.dag,
             source=source,
             remote_path=remote_path,
             sftp_conn_id=conn_id,
-            allowed_storage=self.platform.tenant.storage,
+            allowed_storage=self.platform.tenant.owned_storage,
+            data_inputs=data_inputs,
             **operator_kwargs,
         )
+        self._depend_on_named_outputs(where, operator, data_inputs)
+        return operator
 
     def _check_operator_kwargs(
         self, where: str, operator_kwargs: dict[str, Any], platform_set: Collection[str]
