@@ -24,6 +24,8 @@ snapshot = Snapshot(
 dag = CustomerDAGFactory.create("user1_pipeline", tenant="user1", schedule="@daily")
 tasks = PlatformTaskFactory(dag)
 validate = tasks.aks_python("validate", snapshot, "validate.py")
-transform = tasks.aks_python("transform", snapshot, "transform.py")
+# transform's pod writes /data/out.csv; the platform uploads it to user1's run artifacts, and
+# `upload` (a later task, on another machine) streams that very blob, sha256-checked, to the partner.
+transform = tasks.aks_python("transform", snapshot, "transform.py", outputs=["/data/out.csv"])
 upload = tasks.sftp_upload("upload", "/data/out.csv", "/incoming/out.csv", "sftp")
 validate >> transform >> upload

@@ -42,17 +42,23 @@ def run_container(
     platform_env: Mapping[str, str] | None = None,
     replace_args: Mapping[str, str] | None = None,
     sigterm_after: float | None = None,
+    mounts: Mapping[str, Path] | None = None,
 ) -> ContainerRun:
     """Runs the base container's command with the real agent in `root` (its /workspace, /tmp …).
 
     `platform_env` stands for what the chart's pod template adds; `replace_args` swaps an
-    option's value (a shorter `--timeout`, so a test does not wait two hours).
+    option's value (a shorter `--timeout`, so a test does not wait two hours); `mounts` stands
+    for the pod's own volumes: a declared `--output`/`--input` path under a key (`/data`) is
+    given to the agent under the directory it maps to, so the test never writes the host's /data.
     """
     container = pod.spec.containers[0]
     assert container.command == ["/usr/local/bin/task-agent"], container.command
     args = list(container.args)
     for option, value in (replace_args or {}).items():
         args[args.index(option) + 1] = value
+    for index in range(len(args) - 1):
+        if args[index] in ("--output", "--input"):
+            args[index + 1] = _mounted(args[index + 1], mounts or {})
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(root),
@@ -164,6 +170,15 @@ def record_cluster_calls(op: PlatformPodOperator, remote: k8s.V1Pod | None = Non
 def complete(op: PlatformPodOperator, pod: k8s.V1Pod, remote: k8s.V1Pod, context: Mapping[str, Any]) -> None:
     """The operator's completion path (the sync and deferrable paths both end here)."""
     op.cleanup(pod=pod, remote_pod=remote, context=context)  # type: ignore[arg-type]
+
+
+def _mounted(declaration: str, mounts: Mapping[str, Path]) -> str:
+    """`PATH=URI#OPTIONS` with PATH moved under its mount's directory."""
+    path, separator, rest = declaration.partition("=")
+    for mount, directory in mounts.items():
+        if path == mount or path.startswith(mount.rstrip("/") + "/"):
+            return f"{directory}{path[len(mount.rstrip('/')) :]}{separator}{rest}"
+    return declaration
 
 
 def _downward_api(pod: k8s.V1Pod, path: str) -> str:

@@ -8,6 +8,7 @@ before it could write a record.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from kubernetes.client import models as k8s
 
 from conftest import DAGS, POLICY_FILE, REPO, Azurite
 from data_platform import CustomerDAGFactory, PlatformPodOperator, PlatformTaskFactory, Snapshot
+from data_platform.artifacts import OUTPUTS_XCOM_KEY
 from data_platform.operator import MEMORY_LIMIT_KEY, RECORD_XCOM_KEY
 from data_platform.sftp_upload import SftpUploadOperator
 from podsim import (
@@ -59,7 +61,7 @@ SCENARIOS = {
 @pytest.fixture(scope="module")
 def blob_service(azurite: Azurite) -> BlobServiceClient:
     service = BlobServiceClient.from_connection_string(azurite.connection_string)
-    for container in ("snapshots", "exports"):
+    for container in ("snapshots", "exports", "runs"):
         if not service.get_container_client(container).exists():
             service.create_container(container)
     return service
@@ -108,6 +110,7 @@ def platform(
     """The example policy with user1's storage on Azurite; returns what the pod template adds."""
     policy = yaml.safe_load(POLICY_FILE.read_text())
     policy["tenants"]["user1"]["storage"] = [f"{azurite.endpoint}/snapshots", f"{azurite.endpoint}/exports"]
+    policy["tenants"]["user1"]["artifacts"] = f"{azurite.endpoint}/runs"
     policy_file = tmp_path / "platform-policy.yaml"
     policy_file.write_text(yaml.safe_dump(policy))
     monkeypatch.setenv("DATA_PLATFORM_POLICY_FILE", str(policy_file))
@@ -173,6 +176,7 @@ def partner_server(tmp_path: Path, ssh_keys: dict[str, SshKey]) -> Iterator[tupl
 
 def test_the_seed_pipeline_runs_end_to_end(
     agent_binary: Path,
+    azurite: Azurite,
     platform: dict[str, str],
     snapshots: dict[str, Snapshot],
     ssh_keys: dict[str, SshKey],
@@ -204,26 +208,46 @@ def test_the_seed_pipeline_runs_end_to_end(
     }
     assert record["snapshot"]["sha256"] == snapshots["pipeline"].sha256
 
-    output_dir = tmp_path / "data"
-    platform_with_output = {**platform, "OUTPUT_DIR": str(output_dir)}
-    ti, _, run, _, error = run_task(transform, agent_binary, tmp_path / "transform", platform_with_output)
-    assert error is None, error
-    output = output_dir / "out.csv"
-    assert ti.xcom["return_value"]["output"] == str(output)
-    assert output.read_text().splitlines()[0] == "id,amount_cents"
+    # transform's pod writes /data/out.csv: its own volume, here a directory of the test.
+    pod_data = tmp_path / "transform-pod-data"
+    ti, _, run, _, error = run_task(
+        transform,
+        agent_binary,
+        tmp_path / "transform",
+        {**platform, "OUTPUT_DIR": str(pod_data)},
+        mounts={"/data": pod_data},
+    )
+    assert error is None, f"{error}\n{run.logs}"
+    produced = (pod_data / "out.csv").read_bytes()
+    digest = hashlib.sha256(produced).hexdigest()
+    assert ti.xcom["return_value"]["sha256"] == digest
+    # The agent uploaded it into the try's own folder of user1's artifacts; the operator pushed it.
+    run_folder = "user1_pipeline/scheduled__2026-11-26T00%3A00%3A00%2B00%3A00/transform/-1/1"
+    expected_uri = f"{azurite.endpoint}/runs/{run_folder}/files/data/out.csv"
+    assert ti.xcom[OUTPUTS_XCOM_KEY] == [
+        {"path": "/data/out.csv", "uri": expected_uri, "kind": "file", "bytes": len(produced), "files": 1,
+         "sha256": digest}
+    ]  # fmt: skip
+    assert ti.xcom[RECORD_XCOM_KEY]["outputs"][0]["sha256"] == digest
+    # No shared directory: the pod's files are gone when the pod is.
+    shutil.rmtree(pod_data)
 
     # The partner's SFTP server, where /incoming is theirs: a real sshd chrooted to a directory.
     upload = dag.get_task("upload")
     assert isinstance(upload, SftpUploadOperator)
+    assert upload.source == "/data/out.csv"  # as written in the DAG
     with partner_server(tmp_path, ssh_keys) as (server, partner_root):
         monkeypatch.setenv("AIRFLOW_CONN_SFTP", sftp_connection_json(server, ssh_keys["user"]))
-        # The seed reads /data/out.csv, where transform wrote it in its pod; here, in tmp_path.
-        assert upload.source == "/data/out.csv"
-        upload.source = str(output)
-        result = upload.execute({})
-        assert (partner_root / "incoming" / "out.csv").read_bytes() == output.read_bytes()
-    assert result["remote_path"] == "/incoming/out.csv"
-    assert result["sha256"] == ti.xcom["return_value"]["sha256"]
+        # What the upload's task instance reads back from transform's XCom in this run.
+        context = context_for(
+            upload, pushed_by_others={("transform", OUTPUTS_XCOM_KEY): ti.xcom[OUTPUTS_XCOM_KEY]}
+        )
+        result = upload.execute(context)
+        delivered = (partner_root / "incoming" / "out.csv").read_bytes()
+    assert hashlib.sha256(delivered).hexdigest() == digest
+    assert delivered == produced
+    assert result == {"remote_path": "/incoming/out.csv", "bytes": len(produced), "sha256": digest,
+                      "source": expected_uri}  # fmt: skip
 
 
 def test_skip_exit_code_skips_the_task(
