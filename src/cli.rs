@@ -9,11 +9,16 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 
+use crate::artifacts::{
+    self,
+    spec::{InputSpec, OutputSpec},
+};
 use crate::error::{AgentError, exit};
 use crate::identity::TaskIdentity;
 use crate::logging::LogLevel;
 use crate::report::{Outcome, Reporter, ResultFile};
 use crate::secrets;
+use crate::snapshot::source::BlobLocation;
 use crate::snapshot::{self, Source};
 use crate::supervise::LogFormat;
 use crate::units::{parse_duration, parse_size};
@@ -413,11 +418,116 @@ pub struct RunArgs {
     pub secrets: SecretArgs,
 
     #[command(flatten)]
+    pub artifacts: ArtifactArgs,
+
+    #[command(flatten)]
     pub task: TaskArgs,
 
     /// The command to run and its arguments (put them after `--`).
     #[arg(value_name = "COMMAND", trailing_var_arg = true, required = true, num_args = 1..)]
     pub command: Vec<OsString>,
+}
+
+/// Data between tasks: what the task reads and writes in the tenant's Blob Storage.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Inputs and outputs (data between tasks)")]
+pub struct ArtifactArgs {
+    /// This try's own folder for outputs: https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX[?SAS].
+    /// Outputs without a URI go to PREFIX/files/ABSOLUTE_PATH; PREFIX/_manifest.json is written last.
+    #[arg(long, env = "TASK_AGENT_ARTIFACTS", value_name = "BLOB_PREFIX", value_parser = parse_folder, hide_env_values = true)]
+    pub artifacts: Option<BlobLocation>,
+
+    /// Upload PATH (a file or a directory) after the command exits 0. Options after `#`:
+    /// `archive` (a directory as one .tar.gz), `optional`. Repeatable.
+    #[arg(long = "output", value_name = "PATH[=BLOB_URI][#OPTIONS]", value_parser = artifacts::spec::parse_output)]
+    pub output: Vec<OutputSpec>,
+
+    /// Download BLOB_URI to PATH before the command starts (a URI ending in / is a folder).
+    /// Options after `#`: `sha256=HEX` (the producer's digest), `archive`. Repeatable.
+    #[arg(long = "input", value_name = "PATH=BLOB_URI[#OPTIONS]", value_parser = artifacts::spec::parse_input)]
+    pub input: Vec<InputSpec>,
+
+    /// A JSON or YAML list of outputs: `- {path: P, uri: U, archive: B, optional: B}`.
+    #[arg(long, env = "TASK_AGENT_OUTPUTS_FROM", value_name = "FILE")]
+    pub outputs_from: Option<PathBuf>,
+
+    /// A JSON or YAML list of inputs: `- {path: P, uri: U, sha256: HEX, archive: B}`.
+    #[arg(long, env = "TASK_AGENT_INPUTS_FROM", value_name = "FILE")]
+    pub inputs_from: Option<PathBuf>,
+
+    /// Total time spent retrying one transfer (throttling, 5xx, broken connections) before exiting 69.
+    #[arg(long, env = "TASK_AGENT_TRANSFER_RETRY_BUDGET", value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub transfer_retry_budget: Duration,
+
+    /// Blocks of one upload in flight at once (memory: about N+1 blocks).
+    #[arg(long, env = "TASK_AGENT_UPLOAD_PARALLELISM", value_name = "N", default_value_t = 8,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=32))]
+    pub upload_parallelism: usize,
+
+    /// Size of each uploaded block; a file no larger is one Put Blob.
+    #[arg(long, env = "TASK_AGENT_UPLOAD_BLOCK_SIZE", value_name = "SIZE", value_parser = parse_block_size, default_value = "4Mi")]
+    pub upload_block_size: u64,
+}
+
+/// What the task declared, from the options and the files together.
+#[derive(Debug, Clone, Default)]
+pub struct Declared {
+    pub outputs: Vec<OutputSpec>,
+    pub inputs: Vec<InputSpec>,
+}
+
+impl ArtifactArgs {
+    /// Every declaration, checked: outputs need --artifacts (the manifest goes there).
+    pub fn declared(&self) -> Result<Declared, String> {
+        let mut declared = Declared {
+            outputs: self.output.clone(),
+            inputs: self.input.clone(),
+        };
+        if let Some(path) = &self.outputs_from {
+            declared
+                .outputs
+                .extend(artifacts::spec::outputs_from(path)?);
+        }
+        if let Some(path) = &self.inputs_from {
+            declared.inputs.extend(artifacts::spec::inputs_from(path)?);
+        }
+        if !declared.outputs.is_empty() && self.artifacts.is_none() {
+            return Err(
+                "outputs are declared but --artifacts is not set; give this try's folder, e.g. --artifacts https://ACCOUNT.blob.core.windows.net/runs/DAG/RUN/TASK/MAP/TRY/"
+                    .into(),
+            );
+        }
+        Ok(declared)
+    }
+
+    pub fn transfer(&self) -> snapshot::Transfer {
+        snapshot::Transfer {
+            retry_budget: self.transfer_retry_budget,
+            ..snapshot::Transfer::default()
+        }
+    }
+
+    /// The blob locations named in options (not files): for masking and `conceal`.
+    pub fn locations(&self) -> Vec<&BlobLocation> {
+        self.artifacts
+            .iter()
+            .chain(self.output.iter().filter_map(|o| o.destination.as_ref()))
+            .chain(self.input.iter().map(|i| &i.source))
+            .collect()
+    }
+}
+
+/// A folder: its URL ends in `/`.
+fn parse_folder(text: &str) -> Result<BlobLocation, String> {
+    match parse_blob_prefix(text)? {
+        Source::Blob(mut location) => {
+            if let Ok(mut path) = location.url.path_segments_mut() {
+                path.pop().push("");
+            }
+            Ok(location)
+        }
+        Source::Local(_) => Err("not a blob prefix".into()),
+    }
 }
 
 /// The Airflow task this pod runs, stamped on JSON log lines and the record.

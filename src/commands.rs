@@ -10,6 +10,7 @@ use crate::cli::{FetchArgs, InstallArgs, PackArgs, PublishArgs};
 use crate::error::{AgentError, exit};
 use crate::logging::{AgentLog, LogLevel};
 use crate::mask::{MaskHandle, Masker};
+use crate::snapshot::source::BlobLocation;
 use crate::snapshot::{self, Source, Transfer, blob, pack::pack as pack_dir, stream};
 use crate::supervise::LogFormat;
 
@@ -142,9 +143,16 @@ pub fn credential_masks<'a>(sources: impl IntoIterator<Item = Option<&'a Source>
 pub fn credential_secrets<'a>(
     sources: impl IntoIterator<Item = Option<&'a Source>>,
 ) -> Vec<String> {
+    let locations = sources
+        .into_iter()
+        .flatten()
+        .filter_map(|source| match source {
+            Source::Blob(location) => Some(location),
+            Source::Local(_) => None,
+        });
     let env = |name: &str| std::env::var(name).ok();
     let mut secrets = blob::auth::secrets_to_mask(None, &env);
-    secrets.extend(option_credentials(sources));
+    secrets.extend(option_credentials(locations));
     secrets.extend(
         std::env::var("AZURE_CLIENT_SECRET")
             .ok()
@@ -153,21 +161,15 @@ pub fn credential_secrets<'a>(
     secrets
 }
 
-/// The credentials given in the agent's own options (the SAS of a blob URI, and its
+/// The credentials given with blob locations in the agent's own options (the SAS, and its
 /// signature alone): meant for the agent, never for the task (see `conceal`).
 pub fn option_credentials<'a>(
-    sources: impl IntoIterator<Item = Option<&'a Source>>,
+    locations: impl IntoIterator<Item = &'a BlobLocation>,
 ) -> Vec<String> {
-    let mut secrets = Vec::new();
-    for source in sources.into_iter().flatten() {
-        if let Source::Blob(location) = source {
-            secrets.extend(blob::auth::secrets_to_mask(
-                location.sas.as_deref(),
-                &|_| None,
-            ));
-        }
-    }
-    secrets
+    locations
+        .into_iter()
+        .flat_map(|location| blob::auth::secrets_to_mask(location.sas.as_deref(), &|_| None))
+        .collect()
 }
 
 fn install_log(format: LogFormat, level: LogLevel, masks: &MaskHandle) {

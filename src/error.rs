@@ -76,6 +76,9 @@ pub enum AgentError {
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
 
+    #[error(transparent)]
+    Artifact(#[from] crate::artifacts::ArtifactError),
+
     #[error("cannot upload the return value to {destination}: {detail}")]
     ReturnUpload { destination: String, detail: String },
 
@@ -154,6 +157,29 @@ impl AgentError {
                     S::File { .. } => (exit::INTERNAL, false),
                 };
                 (Status::AgentError, error.kind(), exit_code, retryable)
+            }
+            Artifact(error) => {
+                use crate::artifacts::ArtifactError as A;
+                let (exit_code, retryable) = match error {
+                    A::OutputMissing { .. } | A::InputNotFound { .. } => (exit::NOT_FOUND, false),
+                    A::InputIntegrity { .. } | A::InputUnsafe { .. } => (exit::DATA, false),
+                    A::OutputUnavailable { .. } | A::InputUnavailable { .. } => {
+                        (exit::UNAVAILABLE, true)
+                    }
+                    A::OutputDenied { .. } | A::InputDenied { .. } => (exit::PERMISSION, false),
+                    A::OutputUnreadable { source, .. } | A::InputWrite { source, .. }
+                        if is_permission(source) =>
+                    {
+                        (exit::PERMISSION, false)
+                    }
+                    A::OutputUnreadable { .. } | A::InputWrite { .. } => (exit::INTERNAL, false),
+                };
+                // The command succeeded but did not write what it promised: the task's fault.
+                let status = match error {
+                    A::OutputMissing { .. } => Status::Failed,
+                    _ => Status::AgentError,
+                };
+                (status, error.kind(), exit_code, retryable)
             }
             ReturnUpload { .. } => (Status::AgentError, "return_upload", exit::UNAVAILABLE, true),
             Internal(_) => (Status::AgentError, "internal", exit::INTERNAL, false),

@@ -1,5 +1,6 @@
 //! `task-agent`: the entrypoint of every task pod. See the README for what it does and why.
 
+pub mod artifacts;
 pub mod azure;
 pub mod cli;
 pub mod commands;

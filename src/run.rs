@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::cli::{RunArgs, default_result_file};
+use crate::artifacts;
+use crate::cli::{Declared, RunArgs, default_result_file};
 use crate::error::AgentError;
 use crate::logging::AgentLog;
 use crate::mask::{MaskHandle, Masker};
@@ -50,9 +51,20 @@ pub fn run(mut args: RunArgs) -> i32 {
     let inbox = SignalInbox::install();
     let telemetry_config = telemetry::Config::from_env(|name| std::env::var(name).ok());
     let agent_sources = [args.snapshot.snapshot.as_ref(), args.return_upload.as_ref()];
+    let agent_locations: Vec<&BlobLocation> = agent_sources
+        .into_iter()
+        .flatten()
+        .filter_map(|source| match source {
+            Source::Blob(location) => Some(location),
+            Source::Local(_) => None,
+        })
+        .chain(args.artifacts.locations())
+        .collect();
+    let agent_credentials = crate::commands::option_credentials(agent_locations);
     // Also before any thread: it rewrites the environment strings in place.
-    let concealed = crate::conceal::conceal(&crate::commands::option_credentials(agent_sources));
+    let concealed = crate::conceal::conceal(&agent_credentials);
     let mut credentials = crate::commands::credential_secrets(agent_sources);
+    credentials.extend(agent_credentials);
     credentials.extend(telemetry_config.header_values.iter().cloned());
     let masks = MaskHandle::default();
     if let Ok(masker) = Masker::new(&credentials) {
@@ -178,8 +190,20 @@ fn execute(
     telemetry: &Telemetry,
 ) -> Result<Outcome, AgentError> {
     let phase = Phase::start("prepare", reporter, telemetry);
-    let secrets_request = prepare(args).inspect_err(|error| phase.span.failed(error))?;
+    let (secrets_request, declared) =
+        prepare(args).inspect_err(|error| phase.span.failed(error))?;
     drop(phase.finish(reporter));
+    // Declarations read from files may carry a SAS too.
+    let mut credentials = credentials.to_vec();
+    credentials.extend(crate::commands::option_credentials(
+        declared
+            .outputs
+            .iter()
+            .filter_map(|o| o.destination.as_ref())
+            .chain(declared.inputs.iter().map(|i| &i.source)),
+    ));
+    masks.set(Masker::new(&credentials).map_err(AgentError::Internal)?);
+    let credentials = credentials.as_slice();
 
     if let Some(request) = args.snapshot.request() {
         let phase = Phase::start("snapshot", reporter, telemetry);
@@ -193,6 +217,26 @@ fn execute(
                 span.snapshot(&report);
                 reporter.set_snapshot(report)
             }
+            Err(Interrupted::Signal(signal)) => return Ok(not_started(signal)),
+            Err(Interrupted::Failed(error)) => {
+                span.failed(&error);
+                return Err(error);
+            }
+        }
+    }
+    if !declared.inputs.is_empty() {
+        let phase = Phase::start("inputs", reporter, telemetry);
+        let (specs, workdir, transfer) = (
+            declared.inputs.clone(),
+            args.workdir.clone(),
+            args.artifacts.transfer(),
+        );
+        let fetched = interruptible("inputs", inbox, move |cancel| {
+            artifacts::inputs::fetch(&specs, &workdir, &transfer, cancel).map_err(AgentError::from)
+        });
+        let span = phase.finish(reporter);
+        match fetched {
+            Ok(inputs) => reporter.set_inputs(inputs),
             Err(Interrupted::Signal(signal)) => return Ok(not_started(signal)),
             Err(Interrupted::Failed(error)) => {
                 span.failed(&error);
@@ -281,10 +325,53 @@ fn execute(
     drop(span);
 
     reporter.set_phase("report");
-    let span = telemetry.phase("report");
     record_resources(reporter, &ran);
     reporter.set_log_tail(ran.log_tail.clone());
     let mut outcome = verdict(&ran);
+    if outcome.status == Status::Succeeded
+        && !declared.outputs.is_empty()
+        && let Some(prefix) = &args.artifacts.artifacts
+    {
+        let phase = Phase::start("outputs", reporter, telemetry);
+        let (specs, prefix, workdir, transfer) = (
+            declared.outputs.clone(),
+            prefix.clone(),
+            args.workdir.clone(),
+            args.artifacts.transfer(),
+        );
+        let (block_size, parallel) = (
+            usize::try_from(args.artifacts.upload_block_size).unwrap_or(4 << 20),
+            args.artifacts.upload_parallelism,
+        );
+        let published = interruptible("outputs", inbox, move |_| {
+            let uploader = artifacts::upload::Uploader::new(transfer, block_size, parallel)
+                .map_err(|e| {
+                    AgentError::Internal(format!("cannot start the upload runtime: {e}"))
+                })?;
+            artifacts::outputs::publish(&specs, &prefix, &workdir, &uploader)
+                .map_err(AgentError::from)
+        });
+        let span = phase.finish(reporter);
+        match published {
+            Ok(published) => reporter.set_outputs(published),
+            Err(Interrupted::Signal(signal)) => {
+                return Ok(stopped(
+                    signal,
+                    "while uploading the outputs; they were not published",
+                ));
+            }
+            Err(Interrupted::Failed(error)) => {
+                span.failed(&error);
+                tracing::error!("{error}");
+                return Ok(Outcome {
+                    child_exit_code: outcome.child_exit_code,
+                    ..Outcome::from_error(&error)
+                });
+            }
+        }
+        reporter.set_phase("report");
+    }
+    let span = telemetry.phase("report");
     if outcome.status == Status::Succeeded {
         let read = return_value::read(&args.return_file).and_then(|value| {
             match (&value, &args.return_upload) {
@@ -314,17 +401,19 @@ fn execute(
     Ok(outcome)
 }
 
-/// Checks the secret list and readies the workdir and the return file; returns what the
-/// secrets phase is to fetch.
-fn prepare(args: &RunArgs) -> Result<Option<secrets::Request>, AgentError> {
-    // A malformed secret list is a usage error, found before anything is fetched.
+/// Checks the secret list and the declared inputs and outputs, and readies the workdir and
+/// the return file; returns what the secrets phase is to fetch and what was declared.
+fn prepare(args: &RunArgs) -> Result<(Option<secrets::Request>, Declared), AgentError> {
+    // A malformed secret list or declaration is a usage error, found before anything is
+    // fetched.
     let secrets_request = args
         .secrets
         .request(args.task.tenant.as_deref())
         .map_err(AgentError::Usage)?;
+    let declared = args.artifacts.declared().map_err(AgentError::Usage)?;
     prepare_workdir(&args.workdir)?;
     prepare_return_file(&args.return_file)?;
-    Ok(secrets_request)
+    Ok((secrets_request, declared))
 }
 
 /// Uploads a return value too large for the record to `PREFIX/SHA256.json`: named by its
@@ -468,6 +557,11 @@ fn termination_requested(inbox: &mut SignalInbox) -> Option<Signal> {
 }
 
 fn not_started(signal: Signal) -> Outcome {
+    stopped(signal, "before the command started; it was not run")
+}
+
+/// The pod is going away (`signal`) at a moment `when` describes.
+fn stopped(signal: Signal, when: &str) -> Outcome {
     let mut outcome = verdict(&Supervised {
         exit: crate::supervise::ChildExit::Code(0),
         stop: Some(StopReason::Terminated),
@@ -479,10 +573,7 @@ fn not_started(signal: Signal) -> Outcome {
     });
     outcome.child_exit_code = None;
     if let Some(error) = &mut outcome.error {
-        error.message = format!(
-            "task-agent received {} before the command started; it was not run",
-            signal.as_str()
-        );
+        error.message = format!("task-agent received {} {when}", signal.as_str());
     }
     outcome
 }

@@ -92,6 +92,15 @@ impl Reporter {
         self.record.return_value_truncated = true;
     }
 
+    pub fn set_inputs(&mut self, inputs: Vec<crate::artifacts::Artifact>) {
+        self.record.inputs = Some(inputs);
+    }
+
+    pub fn set_outputs(&mut self, published: crate::artifacts::outputs::Published) {
+        self.record.outputs = Some(published.outputs);
+        self.record.outputs_manifest = Some(published.manifest);
+    }
+
     pub fn set_trace_id(&mut self, trace_id: Option<String>) {
         self.record.trace_id = trace_id;
     }

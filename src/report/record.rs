@@ -83,6 +83,13 @@ pub struct Record {
     /// Where a return value too large for the record was uploaded (--return-upload).
     pub return_value_ref: Option<ReturnValueRef>,
     pub log_tail: Vec<String>,
+    /// What the inputs phase fetched.
+    pub inputs: Option<Vec<crate::artifacts::Artifact>>,
+    /// What the outputs phase published; left out (`outputs_truncated`) when the record
+    /// would be too large: the manifest holds the whole list.
+    pub outputs: Option<Vec<crate::artifacts::Artifact>>,
+    pub outputs_manifest: Option<crate::artifacts::ManifestRef>,
+    pub outputs_truncated: bool,
     pub task: TaskIdentity,
     /// The task's OpenTelemetry trace, when traces are exported.
     pub trace_id: Option<String>,
@@ -110,6 +117,10 @@ impl Record {
             return_value_truncated: false,
             return_value_ref: None,
             log_tail: Vec::new(),
+            inputs: None,
+            outputs: None,
+            outputs_manifest: None,
+            outputs_truncated: false,
             task,
             trace_id: None,
             agent_version: env!("CARGO_PKG_VERSION"),
@@ -118,8 +129,9 @@ impl Record {
 
     /// Serializes the record into at most `budget` bytes of valid JSON.
     ///
-    /// What gives way, in order: the oldest `log_tail` lines, then the return value (replaced
-    /// by null with `return_value_truncated: true`), then the tail of the error message and
+    /// What gives way, in order: the oldest `log_tail` lines, then the `inputs` list, then
+    /// the `outputs` list (with `outputs_truncated: true`; the manifest blob keeps it), then
+    /// the return value (replaced by null with `return_value_truncated: true`), then the tail of the error message and
     /// of the task identity strings. Status, exit codes and resources always survive.
     pub fn encode(&self, budget: usize) -> Vec<u8> {
         let mut record = self.clone();
@@ -127,6 +139,15 @@ impl Record {
         while bytes.len() > budget && !record.log_tail.is_empty() {
             let excess = bytes.len() - budget;
             drop_oldest_lines(&mut record.log_tail, excess);
+            bytes = to_json(&record);
+        }
+        if bytes.len() > budget && record.inputs.is_some() {
+            record.inputs = None;
+            bytes = to_json(&record);
+        }
+        if bytes.len() > budget && record.outputs.is_some() {
+            record.outputs = None;
+            record.outputs_truncated = true;
             bytes = to_json(&record);
         }
         if bytes.len() > budget && record.return_value.is_some() {
@@ -229,6 +250,46 @@ mod tests {
         assert_eq!(value["return_value"]["rows"], 3);
         assert_eq!(value["log_tail"][0], "done");
         assert_eq!(value["return_value_truncated"], false);
+    }
+
+    fn artifact(i: usize) -> crate::artifacts::Artifact {
+        crate::artifacts::Artifact {
+            path: format!("/data/part-{i:04}.csv"),
+            uri: format!(
+                "https://acct.blob.core.windows.net/runs/d/r/t/-1/1/files/data/part-{i:04}.csv"
+            ),
+            kind: crate::artifacts::Kind::File,
+            bytes: 1,
+            files: 1,
+            sha256: "0".repeat(64),
+        }
+    }
+
+    #[test]
+    fn many_outputs_give_way_to_the_manifest_before_the_return_value() {
+        let mut record = finished();
+        record.return_value = Some(serde_json::json!("keep me"));
+        record.inputs = Some((0..3).map(artifact).collect());
+        record.outputs = Some((0..40).map(artifact).collect());
+        record.outputs_manifest = Some(crate::artifacts::ManifestRef {
+            uri: "https://acct.blob.core.windows.net/runs/d/r/t/-1/1/_manifest.json".into(),
+            sha256: "1".repeat(64),
+            bytes: 9000,
+        });
+        let bytes = record.encode(RECORD_BUDGET);
+        assert!(bytes.len() <= RECORD_BUDGET);
+        let value = parse(&bytes);
+        assert_eq!(value["outputs"], Value::Null);
+        assert_eq!(value["inputs"], Value::Null);
+        assert_eq!(value["outputs_truncated"], true);
+        assert_eq!(value["outputs_manifest"]["bytes"], 9000);
+        assert_eq!(value["return_value"], "keep me");
+
+        let mut small = finished();
+        small.outputs = Some((0..3).map(artifact).collect());
+        let value = parse(&small.encode(RECORD_BUDGET));
+        assert_eq!(value["outputs"].as_array().unwrap().len(), 3);
+        assert_eq!(value["outputs_truncated"], false);
     }
 
     #[test]

@@ -51,19 +51,7 @@ pub fn pack(dir: &Path, output: &Path) -> io::Result<Packed> {
         hasher: Sha256::new(),
         bytes: 0,
     };
-    let gzip = GzBuilder::new()
-        .mtime(0)
-        .write(digesting, Compression::default());
-    let mut builder = tar::Builder::new(gzip);
-    let mut entries = 0;
-    let mut paths = Vec::new();
-    collect(&root, PathBuf::new(), &mut paths, skip.as_deref(), &temp)?;
-    for relative in paths {
-        append(&mut builder, &root.join(&relative), &relative)?;
-        entries += 1;
-    }
-    let gzip = builder.into_inner()?;
-    let mut digesting = gzip.finish()?;
+    let (entries, mut digesting) = write_archive(&root, digesting, skip.as_deref(), &temp)?;
     digesting.inner.flush()?;
     digesting.inner.get_ref().sync_all()?;
     fs::rename(&temp, output)?;
@@ -72,6 +60,37 @@ pub fn pack(dir: &Path, output: &Path) -> io::Result<Packed> {
         bytes: digesting.bytes,
         entries,
     })
+}
+
+/// Packs `dir` as `pack` does into any writer (a pipe to an upload); returns the number of
+/// entries.
+pub fn pack_into<W: Write>(dir: &Path, writer: W) -> io::Result<u64> {
+    let root = fs::canonicalize(dir)?;
+    let (entries, mut writer) = write_archive(&root, writer, None, Path::new(""))?;
+    writer.flush()?;
+    Ok(entries)
+}
+
+/// The reproducible .tar.gz of `root` into `writer`, leaving out `skip` and `temp`.
+fn write_archive<W: Write>(
+    root: &Path,
+    writer: W,
+    skip: Option<&Path>,
+    temp: &Path,
+) -> io::Result<(u64, W)> {
+    let gzip = GzBuilder::new()
+        .mtime(0)
+        .write(writer, Compression::default());
+    let mut builder = tar::Builder::new(gzip);
+    let mut entries = 0;
+    let mut paths = Vec::new();
+    collect(root, PathBuf::new(), &mut paths, skip, temp)?;
+    for relative in paths {
+        append(&mut builder, &root.join(&relative), &relative)?;
+        entries += 1;
+    }
+    let gzip = builder.into_inner()?;
+    Ok((entries, gzip.finish()?))
 }
 
 /// Every path under `dir`, depth first, each directory's children sorted by their bytes.

@@ -11,6 +11,7 @@ const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
 const EMULATOR_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
+#[derive(Clone)]
 pub enum Auth {
     /// The URL carries a SAS; nothing more is sent.
     Sas,

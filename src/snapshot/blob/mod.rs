@@ -130,6 +130,36 @@ impl Connection {
         })
     }
 
+    /// A connection to another blob of the same account with this one's credential and
+    /// pipeline: many blobs, one token.
+    pub fn for_blob(&self, location: &BlobLocation) -> Result<Connection, SnapshotError> {
+        let mut url = location.request_url();
+        if let Auth::ConnectionSas(sas) = &self.auth {
+            url.set_query(Some(sas.secret()));
+        }
+        let options = BlobClientOptions {
+            client_options: self.client_options.clone(),
+            ..Default::default()
+        };
+        let client = BlobClient::new(url, self.credential.clone(), Some(options)).map_err(|e| {
+            SnapshotError::Unavailable {
+                location: location.url.to_string(),
+                detail: e.to_string(),
+            }
+        })?;
+        let mut secrets = self.secrets.clone();
+        secrets.extend(location.sas.iter().cloned());
+        Ok(Connection {
+            client,
+            auth: self.auth.clone(),
+            shown: location.url.to_string(),
+            secrets,
+            credential: self.credential.clone(),
+            client_options: self.client_options.clone(),
+            location: location.clone(),
+        })
+    }
+
     /// A client for the container of this connection's blob, with the same credential
     /// (listing a folder of blobs).
     pub fn container_client(&self) -> Result<BlobContainerClient, SnapshotError> {

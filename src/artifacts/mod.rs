@@ -1,0 +1,54 @@
+//! Data between tasks: the inputs a task declares are downloaded before its command
+//! starts, the outputs it declares are uploaded after the command succeeds, all through
+//! the tenant's Blob Storage, each verified by its sha256. See docs/data-between-tasks.md.
+//!
+//! `spec` parses the declarations, `inputs` and `outputs` are the two phases, `upload` the
+//! streaming block uploader, `digest` the digests the record gives.
+
+pub mod digest;
+pub mod error;
+pub mod inputs;
+pub mod outputs;
+pub mod spec;
+pub mod upload;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use error::ArtifactError;
+
+/// What was moved, as the record and the manifest give it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Artifact {
+    /// As declared.
+    pub path: String,
+    /// The blob (a folder ends in `/`), never with a SAS.
+    pub uri: String,
+    pub kind: Kind,
+    pub bytes: u64,
+    pub files: u64,
+    /// A file's sha256; a directory's manifest digest; an archive blob's sha256.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    File,
+    Directory,
+    Archive,
+}
+
+/// The manifest blob, written last: the whole list of outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManifestRef {
+    pub uri: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// A declared path: relative ones are relative to the workdir, where the command runs.
+pub fn resolve(workdir: &Path, declared: &Path) -> PathBuf {
+    workdir.join(declared)
+}
