@@ -51,6 +51,21 @@ SCENARIOS = {
         "import time\nblocks = []\n"
         "while True:\n    blocks.append(bytearray(16 << 20))\n    time.sleep(0.01)\n"
     ),
+    "produce.py": (
+        "import os, pathlib\n"
+        "data = pathlib.Path(os.environ['DATA_DIR'])\n"
+        "(data / 'parts' / 'b').mkdir(parents=True)\n"
+        "(data / 'out.csv').write_text('id,amount_cents\\n1,1050\\n')\n"
+        "(data / 'parts' / 'a.txt').write_text('a')\n"
+        "(data / 'parts' / 'b' / 'c.txt').write_text('c')\n"
+    ),
+    "consume.py": (
+        "import hashlib, json, os, pathlib\n"
+        "data = pathlib.Path(os.environ['DATA_DIR'])\n"
+        "files = sorted(str(p.relative_to(data)) for p in data.rglob('*') if p.is_file())\n"
+        "digest = hashlib.sha256((data / 'today.csv').read_bytes()).hexdigest()\n"
+        "json.dump({'files': files, 'sha256': digest}, open(os.environ['TASK_AGENT_RETURN_FILE'], 'w'))\n"
+    ),
     "big_return.py": (
         "import json, os\n"
         "json.dump({'rows': list(range(3000))}, open(os.environ['TASK_AGENT_RETURN_FILE'], 'w'))\n"
@@ -248,6 +263,84 @@ def test_the_seed_pipeline_runs_end_to_end(
     assert delivered == produced
     assert result == {"remote_path": "/incoming/out.csv", "bytes": len(produced), "sha256": digest,
                       "source": expected_uri}  # fmt: skip
+
+
+def test_a_pod_task_reads_an_upstream_pods_outputs_verified_by_the_agent(
+    agent_binary: Path, platform: dict[str, str], snapshots: dict[str, Snapshot], tmp_path: Path
+) -> None:
+    dag = CustomerDAGFactory.create("user1_handover", tenant="user1", schedule=None)
+    tasks = PlatformTaskFactory(dag)
+    produce = tasks.aks_python("produce", snapshots["scenarios"], "produce.py",
+                               outputs=["/data/out.csv", "/data/parts"])  # fmt: skip
+    consume = tasks.aks_python(
+        "consume", snapshots["scenarios"], "consume.py",
+        inputs={"/data/today.csv": produce.output("/data/out.csv"), "/data/parts": "/data/parts"},
+    )  # fmt: skip
+    dag.validate()
+    produced_dir, consumed_dir = tmp_path / "produce-data", tmp_path / "consume-data"
+    producer_env = {**platform, "DATA_DIR": str(produced_dir)}
+    ti, _, run, _, error = run_task(
+        produce, agent_binary, tmp_path / "produce", producer_env, mounts={"/data": produced_dir}
+    )
+    assert error is None, f"{error}\n{run.logs}"
+    outputs = ti.xcom[OUTPUTS_XCOM_KEY]
+    assert [(o["path"], o["kind"], o["files"]) for o in outputs] == [
+        ("/data/out.csv", "file", 1), ("/data/parts", "directory", 2)
+    ]  # fmt: skip
+    shutil.rmtree(produced_dir)
+
+    pushed = {("produce", OUTPUTS_XCOM_KEY): outputs}
+    store = StateStore()
+    context = context_for(consume, store=store, pushed_by_others=pushed)
+    pod = render(consume, context)
+    (tmp_path / "consume").mkdir()
+    reader_env = {**platform, "DATA_DIR": str(consumed_dir)}
+    run = run_container(pod, agent_binary, tmp_path / "consume", platform_env=reader_env,
+                        mounts={"/data": consumed_dir})  # fmt: skip
+    remote = finished(pod, run)
+    record_cluster_calls(consume, remote)
+    complete(consume, pod, remote, context)
+    assert context["ti"].xcom["return_value"] == {
+        "files": ["parts/a.txt", "parts/b/c.txt", "today.csv"], "sha256": outputs[0]["sha256"]
+    }  # fmt: skip
+    assert [i["sha256"] for i in context["ti"].xcom[RECORD_XCOM_KEY]["inputs"]] == [
+        o["sha256"] for o in outputs
+    ]
+
+
+def test_an_upstream_output_changed_after_it_was_recorded_fails_the_reader_without_retry(
+    agent_binary: Path, platform: dict[str, str], snapshots: dict[str, Snapshot], tmp_path: Path
+) -> None:
+    dag = CustomerDAGFactory.create("user1_tampered", tenant="user1", schedule=None)
+    tasks = PlatformTaskFactory(dag)
+    produce = tasks.aks_python("produce", snapshots["scenarios"], "produce.py", outputs=["/data/out.csv"])
+    consume = tasks.aks_python(
+        "consume", snapshots["scenarios"], "consume.py", inputs={"/data/today.csv": "/data/out.csv"}
+    )
+    produce >> consume
+    produced_dir = tmp_path / "produce-data"
+    producer_env = {**platform, "DATA_DIR": str(produced_dir)}
+    ti, _, run, _, error = run_task(
+        produce, agent_binary, tmp_path / "produce", producer_env, mounts={"/data": produced_dir}
+    )
+    assert error is None, f"{error}\n{run.logs}"
+    # What another writer did to the blob after the producer recorded its digest.
+    recorded = ti.xcom[OUTPUTS_XCOM_KEY][0]
+    tampered = [{**recorded, "sha256": "0" * 64}]
+    consumed_dir = tmp_path / "consume-data"
+    context = context_for(
+        consume, store=StateStore(), pushed_by_others={("produce", OUTPUTS_XCOM_KEY): tampered}
+    )
+    pod = render(consume, context)
+    (tmp_path / "consume").mkdir()
+    reader_env = {**platform, "DATA_DIR": str(consumed_dir)}
+    run = run_container(pod, agent_binary, tmp_path / "consume", platform_env=reader_env,
+                        mounts={"/data": consumed_dir})  # fmt: skip
+    remote = finished(pod, run)
+    record_cluster_calls(consume, remote)
+    with pytest.raises(AirflowFailException) as raised:
+        complete(consume, pod, remote, context)
+    assert "input_integrity" in str(raised.value), run.logs
 
 
 def test_skip_exit_code_skips_the_task(

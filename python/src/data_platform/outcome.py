@@ -31,6 +31,12 @@ PERMANENT_AGENT_ERRORS = frozenset(
         "command_not_found",
         "command_not_executable",
         "permission_denied",
+        # Data between tasks (docs/data-between-tasks.md): a missing or changed blob, refused access.
+        "output_missing",
+        "output_denied",
+        "input_not_found",
+        "input_integrity",
+        "input_denied",
     }
 )
 
