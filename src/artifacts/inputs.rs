@@ -19,6 +19,7 @@ use super::{Artifact, Kind, resolve};
 use crate::snapshot::blob::{Classified, Connection, Download, take_failure};
 use crate::snapshot::error::SnapshotError;
 use crate::snapshot::paths;
+use crate::snapshot::progress::Progress;
 use crate::snapshot::source::{BlobLocation, Source};
 use crate::snapshot::stream::hex;
 use crate::snapshot::{self, Budget, Transfer};
@@ -138,8 +139,9 @@ fn download_to(
     transfer: &Transfer,
     cancel: &AtomicBool,
 ) -> Result<(String, u64), DownloadFailure> {
-    let mut download =
-        Download::start(location, transfer, cancel).map_err(DownloadFailure::Remote)?;
+    let download = Download::start(location, transfer, cancel).map_err(DownloadFailure::Remote)?;
+    let total = download.total;
+    let mut download = Progress::of(format!("input {}", location.url), download, Some(total));
     let mut file = File::create(target).map_err(DownloadFailure::Write)?;
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;

@@ -18,6 +18,7 @@ use super::spec::OutputSpec;
 use super::upload::{Failure, Uploader, read_block};
 use super::{Artifact, Kind, ManifestRef, resolve};
 use crate::snapshot::blob::Connection;
+use crate::snapshot::progress::Progress;
 use crate::snapshot::source::BlobLocation;
 use crate::snapshot::stream::hex;
 
@@ -149,10 +150,12 @@ fn upload_file(
 ) -> Result<Artifact, ArtifactError> {
     let shown = destination.url.to_string();
     let connection = connect(root, destination, declared)?;
-    let mut file = File::open(path).map_err(|source| ArtifactError::OutputUnreadable {
+    let file = File::open(path).map_err(|source| ArtifactError::OutputUnreadable {
         path: declared.to_string(),
         source,
     })?;
+    let total = file.metadata().ok().map(|m| m.len());
+    let mut file = Progress::of(format!("output {declared}"), file, total);
     let sent = uploader
         .stream(&connection, &mut file)
         .map_err(|failure| explain(failure, declared, &shown))?;
@@ -249,12 +252,13 @@ fn upload_archive(
     };
     let files = walk(dir).map_err(unreadable)?.len() as u64;
     let connection = connect(root, destination, declared)?;
-    let (mut reader, writer) = io::pipe().map_err(unreadable)?;
+    let (reader, writer) = io::pipe().map_err(unreadable)?;
     let source = dir.to_path_buf();
     let packer = std::thread::Builder::new()
         .name("pack".into())
         .spawn(move || crate::snapshot::pack::pack_into(&source, writer))
         .map_err(unreadable)?;
+    let mut reader = Progress::of(format!("output {declared}"), reader, None);
     let sent = uploader.stream(&connection, &mut reader);
     // The packer ends once its writer is closed or the reader gone.
     drop(reader);

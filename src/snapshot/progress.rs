@@ -11,6 +11,8 @@ const DRAW_EVERY: Duration = Duration::from_millis(200);
 
 pub struct Progress<R> {
     inner: R,
+    /// What moves: `snapshot`, `input PATH`, `output PATH`.
+    what: String,
     total: Option<u64>,
     done: u64,
     started: Instant,
@@ -21,9 +23,15 @@ pub struct Progress<R> {
 
 impl<R: Read> Progress<R> {
     pub fn new(inner: R, total: Option<u64>) -> Self {
+        Progress::of("snapshot", inner, total)
+    }
+
+    /// Progress of `what` (an input or output, named as declared).
+    pub fn of(what: impl Into<String>, inner: R, total: Option<u64>) -> Self {
         let now = Instant::now();
         Progress {
             inner,
+            what: what.into(),
             total,
             done: 0,
             started: now,
@@ -45,10 +53,11 @@ impl<R: Read> Progress<R> {
             self.last_log = now;
             let elapsed = now.duration_since(self.started);
             tracing::info!(
-                received = %format_bytes(self.done),
+                what = %self.what,
+                moved = %format_bytes(self.done),
                 total = %self.total.map(format_bytes).unwrap_or_else(|| "unknown".into()),
                 rate = %format!("{}/s", format_bytes(rate(self.done, elapsed))),
-                "snapshot progress"
+                "transfer progress"
             );
         }
     }

@@ -32,6 +32,8 @@ pub struct Usage {
     pub limit_byte_seconds: Option<f64>,
     /// The snapshot's archive size and how the cache served it.
     pub snapshot: Option<(u64, &'static str)>,
+    /// Bytes and files moved by the inputs and outputs phases: (direction, bytes, files).
+    pub transfers: Vec<(&'static str, u64, u64)>,
 }
 
 impl Usage {
@@ -60,6 +62,18 @@ impl Usage {
                 .snapshot
                 .as_ref()
                 .map(|s| (s.bytes, s.cache.as_str())),
+            transfers: [("input", &record.inputs), ("output", &record.outputs)]
+                .into_iter()
+                .filter_map(|(direction, list)| {
+                    list.as_ref().map(|list| {
+                        (
+                            direction,
+                            list.iter().map(|a| a.bytes).sum(),
+                            list.iter().map(|a| a.files).sum(),
+                        )
+                    })
+                })
+                .collect(),
         }
     }
 }
@@ -156,6 +170,22 @@ pub fn record(meter: &Meter, usage: &Usage, base: &[KeyValue]) {
             .with_description("Snapshots unpacked, by cache use (hit, miss, off)")
             .build()
             .add(1, &with(&cache));
+    }
+
+    for (direction, bytes, files) in &usage.transfers {
+        let direction = [KeyValue::new("task_agent.transfer.direction", *direction)];
+        meter
+            .u64_counter("task_agent.transfer.size")
+            .with_unit("By")
+            .with_description("Bytes of declared inputs fetched and outputs published")
+            .build()
+            .add(*bytes, &with(&direction));
+        meter
+            .u64_counter("task_agent.transfer.files")
+            .with_unit("{file}")
+            .with_description("Files of declared inputs fetched and outputs published")
+            .build()
+            .add(*files, &with(&direction));
     }
 }
 
