@@ -23,9 +23,13 @@ snapshot = Snapshot(
 
 dag = CustomerDAGFactory.create("user1_pipeline", tenant="user1", schedule="@daily")
 tasks = PlatformTaskFactory(dag)
-validate = tasks.aks_python("validate", snapshot, "validate.py")
-# transform's pod writes /data/out.csv; the platform uploads it to user1's run artifacts, and
-# `upload` (a later task, on another machine) streams that very blob, sha256-checked, to the partner.
-transform = tasks.aks_python("transform", snapshot, "transform.py", outputs=["/data/out.csv"])
+# Each task runs in its own pod: files pass between them through user1's storage. A declared
+# output is uploaded to the run's artifacts after the script succeeds; an input naming an upstream
+# task's output is downloaded (sha256-checked) before the script starts; `upload` streams
+# transform's /data/out.csv blob to the partner, checked against the digest transform recorded.
+validate = tasks.aks_python("validate", snapshot, "validate.py", outputs=["/data/valid.csv"])
+transform = tasks.aks_python(
+    "transform", snapshot, "transform.py", inputs=["/data/valid.csv"], outputs=["/data/out.csv"]
+)
 upload = tasks.sftp_upload("upload", "/data/out.csv", "/incoming/out.csv", "sftp")
 validate >> transform >> upload

@@ -1,4 +1,8 @@
-"""Transforms the day's input into out.csv and returns where it is and what it holds."""
+"""Transforms validate's rows into out.csv and returns where it is and what it holds.
+
+`/data/valid.csv` is a declared input (validate's output, downloaded and sha256-checked by the
+platform before this script starts); `/data/out.csv` a declared output (uploaded after it exits 0).
+"""
 
 import csv
 import hashlib
@@ -7,14 +11,16 @@ import os
 import sys
 from pathlib import Path
 
-out_dir = Path(os.environ.get("OUTPUT_DIR", "/data"))
-out_dir.mkdir(parents=True, exist_ok=True)
-target = out_dir / "out.csv"
+data_dir = Path(os.environ.get("OUTPUT_DIR", "/data"))
+data_dir.mkdir(parents=True, exist_ok=True)
+with (data_dir / "valid.csv").open(newline="") as handle:
+    rows = list(csv.DictReader(handle))
+target = data_dir / "out.csv"
 with target.open("w", newline="") as handle:
     writer = csv.writer(handle)
     writer.writerow(["id", "amount_cents"])
-    for row_id, amount in ((1, 10.5), (2, 7.25), (3, 12.0)):
-        writer.writerow([row_id, round(amount * 100)])
+    for row in rows:
+        writer.writerow([row["id"], round(float(row["amount"]) * 100)])
 digest = hashlib.sha256(target.read_bytes()).hexdigest()
 print(f"transform: wrote {target} sha256={digest}")
 print("transform: done", file=sys.stderr)

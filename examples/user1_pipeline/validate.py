@@ -1,10 +1,12 @@
-"""Validates the day's input and returns its row count to Airflow (through task-agent)."""
+"""Validates the day's input, writes the valid rows to valid.csv for transform, and returns the row
+count to Airflow (through task-agent)."""
 
 import csv
 import io
 import json
 import os
 import sys
+from pathlib import Path
 
 SAMPLE = "id,amount\n1,10.5\n2,7.25\n3,12.0\n"
 
@@ -13,6 +15,13 @@ bad = [row for row in rows if float(row["amount"]) < 0]
 if bad:
     print(f"validate: {len(bad)} rows with a negative amount", file=sys.stderr)
     sys.exit(1)
+# A declared output (outputs=["/data/valid.csv"]): the platform uploads it once this script exits 0.
+out_dir = Path(os.environ.get("OUTPUT_DIR", "/data"))
+out_dir.mkdir(parents=True, exist_ok=True)
+with (out_dir / "valid.csv").open("w", newline="") as handle:
+    writer = csv.DictWriter(handle, fieldnames=["id", "amount"])
+    writer.writeheader()
+    writer.writerows(rows)
 print(f"validate: {len(rows)} rows ok")
 with open(os.environ["TASK_AGENT_RETURN_FILE"], "w") as out:
     json.dump({"rows": len(rows)}, out)

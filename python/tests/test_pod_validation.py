@@ -20,6 +20,7 @@ from packaging.version import Version
 
 from conftest import DAGS, POLICY_FILE
 from data_platform import CustomerDAGFactory, PlatformPodOperator, PlatformTaskFactory, Snapshot
+from data_platform.artifacts import OUTPUTS_XCOM_KEY
 from data_platform.operator import MEMORY_LIMIT_KEY
 from data_platform.policy import load_policy
 from data_platform.sftp_upload import SftpUploadOperator
@@ -93,9 +94,21 @@ def operators() -> dict[str, PlatformPodOperator]:
     return found
 
 
+#: What validate pushed in the run (transform's input resolves to it when its pod is built).
+VALIDATE_OUTPUTS = {
+    ("validate", OUTPUTS_XCOM_KEY): [
+        {"path": "/data/valid.csv", "kind": "file", "bytes": 40, "files": 1, "sha256": "ab" * 32,
+         "uri": "https://user1data.blob.core.windows.net/runs/user1_pipeline/r/validate/-1/1/files/data/valid.csv"}
+    ]
+}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def manifests(operators) -> dict[str, dict[str, Any]]:
-    return {name: as_manifest(render(op, context_for(op, try_number=2))) for name, op in operators.items()}
+    return {
+        name: as_manifest(render(op, context_for(op, try_number=2, pushed_by_others=VALIDATE_OUTPUTS)))
+        for name, op in operators.items()
+    }
 
 
 POD_NAMES = ["user1_pipeline.validate", "user1_pipeline.transform", *VARIANTS]

@@ -157,10 +157,11 @@ def run_task(
     try_number: int = 1,
     store: StateStore | None = None,
     reason: str | None = None,
+    pushed_by_others: dict[tuple[str, str], Any] | None = None,
     **run_options: Any,
 ) -> tuple[Any, StateStore, ContainerRun, k8s.V1Pod, Any]:
     store = store or StateStore()
-    context = context_for(op, try_number=try_number, store=store)
+    context = context_for(op, try_number=try_number, store=store, pushed_by_others=pushed_by_others)
     ti = context["ti"]
     pod = render(op, context)
     root.mkdir(parents=True, exist_ok=True)
@@ -206,7 +207,15 @@ def test_the_seed_pipeline_runs_end_to_end(
     validate, transform = dag.get_task("validate"), dag.get_task("transform")
     assert isinstance(validate, PlatformPodOperator) and isinstance(transform, PlatformPodOperator)
 
-    ti, _, run, _, error = run_task(validate, agent_binary, tmp_path / "validate", platform)
+    # Each pod writes /data on a volume of its own: here a directory of the test per pod.
+    validate_data = tmp_path / "validate-pod-data"
+    ti, _, run, _, error = run_task(
+        validate,
+        agent_binary,
+        tmp_path / "validate",
+        {**platform, "OUTPUT_DIR": str(validate_data)},
+        mounts={"/data": validate_data},
+    )
     assert error is None, error
     assert run.exit_code == 0, run.logs
     assert "validate: 3 rows ok" in run.logs
@@ -223,7 +232,12 @@ def test_the_seed_pipeline_runs_end_to_end(
     }
     assert record["snapshot"]["sha256"] == snapshots["pipeline"].sha256
 
-    # transform's pod writes /data/out.csv: its own volume, here a directory of the test.
+    assert [o["path"] for o in ti.xcom[OUTPUTS_XCOM_KEY]] == ["/data/valid.csv"]
+    validated = (validate_data / "valid.csv").read_bytes()
+    shutil.rmtree(validate_data)  # gone with validate's pod
+
+    # transform reads validate's recorded /data/valid.csv (downloaded, sha256-checked by its agent)
+    # and writes /data/out.csv.
     pod_data = tmp_path / "transform-pod-data"
     ti, _, run, _, error = run_task(
         transform,
@@ -231,8 +245,11 @@ def test_the_seed_pipeline_runs_end_to_end(
         tmp_path / "transform",
         {**platform, "OUTPUT_DIR": str(pod_data)},
         mounts={"/data": pod_data},
+        pushed_by_others={("validate", OUTPUTS_XCOM_KEY): ti.xcom[OUTPUTS_XCOM_KEY]},
     )
     assert error is None, f"{error}\n{run.logs}"
+    assert (pod_data / "valid.csv").read_bytes() == validated
+    assert ti.xcom[RECORD_XCOM_KEY]["inputs"][0]["sha256"] == hashlib.sha256(validated).hexdigest()
     produced = (pod_data / "out.csv").read_bytes()
     digest = hashlib.sha256(produced).hexdigest()
     assert ti.xcom["return_value"]["sha256"] == digest
