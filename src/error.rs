@@ -166,7 +166,9 @@ impl AgentError {
                     A::OutputUnavailable { .. } | A::InputUnavailable { .. } => {
                         (exit::UNAVAILABLE, true)
                     }
-                    A::OutputDenied { .. } | A::InputDenied { .. } => (exit::PERMISSION, false),
+                    A::OutputDenied { .. } | A::InputDenied { .. } | A::PolicyDenied { .. } => {
+                        (exit::PERMISSION, false)
+                    }
                     A::OutputUnreadable { source, .. } | A::InputWrite { source, .. }
                         if is_permission(source) =>
                     {

@@ -411,9 +411,43 @@ fn prepare(args: &RunArgs) -> Result<(Option<secrets::Request>, Declared), Agent
         .request(args.task.tenant.as_deref())
         .map_err(AgentError::Usage)?;
     let declared = args.artifacts.declared().map_err(AgentError::Usage)?;
+    check_storage_policy(args, &declared)?;
     prepare_workdir(&args.workdir)?;
     prepare_return_file(&args.return_file)?;
     Ok((secrets_request, declared))
+}
+
+/// Every blob the task will read or write lies in its tenant's storage, when the policy
+/// file says which that is: checked before any request.
+fn check_storage_policy(args: &RunArgs, declared: &Declared) -> Result<(), AgentError> {
+    let Some(path) = &args.secrets.policy_file else {
+        return Ok(());
+    };
+    if declared.inputs.is_empty() && declared.outputs.is_empty() {
+        return Ok(());
+    }
+    let origin = format!("--policy-file {}", path.display());
+    let text = fs::read_to_string(path)
+        .map_err(|e| AgentError::Usage(format!("{origin}: cannot read it: {e}")))?;
+    let Some(allowed) = artifacts::policy::allowed(&text, &origin, args.task.tenant.as_deref())
+        .map_err(AgentError::Usage)?
+    else {
+        return Ok(());
+    };
+    let locations = args
+        .artifacts
+        .artifacts
+        .iter()
+        .chain(
+            declared
+                .outputs
+                .iter()
+                .filter_map(|o| o.destination.as_ref()),
+        )
+        .chain(declared.inputs.iter().map(|i| &i.source));
+    artifacts::policy::check(locations, &allowed).map_err(|(uri, allowed)| {
+        AgentError::from(artifacts::ArtifactError::PolicyDenied { uri, allowed })
+    })
 }
 
 /// Uploads a return value too large for the record to `PREFIX/SHA256.json`: named by its

@@ -477,3 +477,42 @@ fn declarations_from_a_yaml_file_work_like_options() {
     assert_exit_code(&output, 0);
     assert_eq!(task.record()["outputs"][0]["path"], "a.txt");
 }
+
+#[test]
+fn a_location_outside_the_tenants_storage_is_refused_before_any_request() {
+    let task = Task::new();
+    let policy = task.path("policy.yaml");
+    fs::write(
+        &policy,
+        "tenants:\n  user1:\n    storage: [http://127.0.0.1:9/devstoreaccount1/exports]\n    artifacts: http://127.0.0.1:9/devstoreaccount1/runs\n",
+    )
+    .unwrap();
+    // Port 9 is closed: had a request been sent, the error would be input_unavailable.
+    let output = run(&task)
+        .args(["--tenant", "user1", "--policy-file"])
+        .arg(&policy)
+        .arg("--input")
+        .arg("in.csv=http://127.0.0.1:9/devstoreaccount1/other-tenant/secret.csv")
+        .args(["--", "true"])
+        .output()
+        .expect("task-agent runs");
+    assert_exit_code(&output, 77);
+    let record = task.record();
+    assert_error_kind(&record, "policy_denied");
+    let message = record["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("other-tenant/secret.csv") && message.contains("/runs"),
+        "{message}"
+    );
+
+    let allowed = run(&task)
+        .args(["--tenant", "user1", "--policy-file"])
+        .arg(&policy)
+        .arg("--input")
+        .arg("in.csv=http://127.0.0.1:9/devstoreaccount1/exports/a.csv")
+        .args(["--transfer-retry-budget", "1s", "--", "true"])
+        .output()
+        .expect("task-agent runs");
+    assert_exit_code(&allowed, 69);
+    assert_error_kind(&task.record(), "input_unavailable");
+}

@@ -77,6 +77,11 @@ pub enum ArtifactError {
         detail: String,
     },
 
+    #[error(
+        "{uri} is outside the tenant's storage (allowed: {allowed}); a task reads and writes only its own tenant's storage"
+    )]
+    PolicyDenied { uri: String, allowed: String },
+
     #[error("cannot write input {path}: {source}; give the input a path in a writable directory")]
     InputWrite {
         path: String,
@@ -98,6 +103,7 @@ impl ArtifactError {
             ArtifactError::InputDenied { .. } => "input_denied",
             ArtifactError::InputUnsafe { .. } => "input_unsafe",
             ArtifactError::InputWrite { .. } => "input_write",
+            ArtifactError::PolicyDenied { .. } => "policy_denied",
         }
     }
 

@@ -9,6 +9,7 @@ pub mod digest;
 pub mod error;
 pub mod inputs;
 pub mod outputs;
+pub mod policy;
 pub mod spec;
 pub mod upload;
 
