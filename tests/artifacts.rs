@@ -516,3 +516,62 @@ fn a_location_outside_the_tenants_storage_is_refused_before_any_request() {
     assert_exit_code(&allowed, 69);
     assert_error_kind(&task.record(), "input_unavailable");
 }
+
+#[test]
+fn cut_and_reset_connections_are_retried_on_upload_and_resumed_on_download() {
+    let azurite = azurite();
+    // Upload: the first two connections die before the answer comes back.
+    let proxy = Proxy::start(
+        azurite.addr(),
+        Plan::sequence(vec![Fault::Cut { after: 0 }, Fault::Reset { after: 0 }]),
+    );
+    let producer = Task::new();
+    fs::create_dir_all(producer.workdir()).unwrap();
+    let data = varied(2 << 20);
+    fs::write(producer.workdir().join("big.bin"), &data).unwrap();
+    let output = run(&producer)
+        .arg("--artifacts")
+        .arg(artifacts_url(&proxy.addr().to_string()))
+        .args(["--upload-block-size", "256Ki"])
+        .args(["--output", "big.bin", "--", "true"])
+        .output()
+        .expect("task-agent runs");
+    assert_exit_code(&output, 0);
+    let record = producer.record();
+    let big = output_named(&record, "big.bin");
+    assert_eq!(big["sha256"], sha256_hex(&data));
+
+    // Download: the stream is cut after 300 kB, then reset: it resumes where it stopped.
+    let proxy = Proxy::start(
+        azurite.addr(),
+        Plan::sequence(vec![
+            Fault::Cut { after: 300_000 },
+            Fault::Reset { after: 300_000 },
+        ]),
+    );
+    let consumer = Task::new();
+    let base = proxy.addr().to_string();
+    let input =
+        input_for(big, "in/big.bin", &base, &azurite).replace(&producer_addr(&record), &base);
+    let output = run(&consumer)
+        .arg("--input")
+        .arg(input)
+        .args(["--", "true"])
+        .output()
+        .expect("task-agent runs");
+    assert_exit_code(&output, 0);
+    assert_eq!(
+        fs::read(consumer.workdir().join("in/big.bin")).unwrap(),
+        data
+    );
+}
+
+/// The host:port the producer's record names (the upload proxy's, now gone).
+fn producer_addr(record: &Value) -> String {
+    let uri = record["outputs"][0]["uri"].as_str().unwrap();
+    uri.trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
