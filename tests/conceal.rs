@@ -5,8 +5,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::Task;
 use common::assertions::assert_exit_code;
@@ -21,11 +20,6 @@ fn sas_url() -> String {
 /// The child copies the agent's cmdline and environ into the workdir.
 const READ_PARENT: &str =
     "cat /proc/$PPID/cmdline > cmdline; cat /proc/$PPID/environ > environ 2> environ.err; true";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn read(task: &Task, name: &str) -> String {
     String::from_utf8_lossy(&fs::read(task.workdir().join(name)).unwrap_or_default()).into_owned()
@@ -79,7 +73,7 @@ fn a_sas_in_the_agents_environment_is_not_in_its_proc_environ() {
         .output()
         .expect("task-agent runs");
     assert_hidden(&task, &output);
-    if is_root() {
+    if common::is_root() {
         // With CAP_SYS_PTRACE the environ is readable despite non-dumpable: the overwrite
         // alone must have hidden it.
         let environ = read(&task, "environ");
@@ -92,17 +86,13 @@ fn a_sas_in_the_agents_environment_is_not_in_its_proc_environ() {
 
 #[test]
 fn a_task_without_privileges_cannot_open_the_agents_environ_or_memory() {
-    if !is_root() {
+    if !common::is_root() {
         eprintln!("skipped: running the agent as another user needs root");
         return;
     }
     let task = Task::new();
-    fs::set_permissions(task.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::create_dir(task.workdir()).unwrap();
-    fs::set_permissions(task.workdir(), fs::Permissions::from_mode(0o777)).unwrap();
-    fs::write(task.result_file(), "").unwrap();
-    fs::set_permissions(task.result_file(), fs::Permissions::from_mode(0o666)).unwrap();
-    let mut agent = task.command_returning_to(&task.workdir().join("return.json"));
+    let return_file = task.open_to_nobody(0o777);
+    let mut agent = task.command_returning_to(&return_file);
     agent.env("TASK_AGENT_RETURN_UPLOAD", sas_url()).args([
         "--",
         "sh",
@@ -110,18 +100,7 @@ fn a_task_without_privileges_cannot_open_the_agents_environ_or_memory() {
         "cat /proc/$PPID/environ > environ 2> environ.err; head -c 1 /proc/$PPID/mem > mem 2> mem.err; true",
     ]);
     // As a pod runs it: an unprivileged user with no capabilities.
-    let mut wrapper = Command::new("setpriv");
-    wrapper.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--bounding-set=-all",
-        "--",
-    ]);
-    let output = common::command_under(wrapper, &agent)
-        .output()
-        .expect("setpriv runs");
+    let output = common::as_nobody(&agent).output().expect("setpriv runs");
     assert_exit_code(&output, 0);
     assert_eq!(
         read(&task, "environ"),

@@ -29,11 +29,6 @@ fn static_agent() -> Option<PathBuf> {
     Some(PathBuf::from(path))
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// The program header types of an x86_64 ELF executable.
 fn program_header_types(elf: &[u8]) -> Vec<u32> {
     assert_eq!(&elf[..4], b"\x7fELF", "not an ELF file");
@@ -113,7 +108,7 @@ fn https_snapshot(tls: &Tls) -> (Azurite, String, Vec<u8>) {
 #[test]
 fn in_an_empty_root_the_agent_fetches_a_snapshot_over_https() {
     let Some(agent) = static_agent() else { return };
-    if !is_root() {
+    if !common::is_root() {
         eprintln!("skipped: chroot needs root");
         return;
     }
@@ -134,7 +129,7 @@ fn in_an_empty_root_the_agent_fetches_a_snapshot_over_https() {
 #[test]
 fn without_any_ca_bundle_the_compiled_in_roots_are_used_instead_of_crashing() {
     let Some(agent) = static_agent() else { return };
-    if !is_root() {
+    if !common::is_root() {
         eprintln!("skipped: chroot needs root");
         return;
     }

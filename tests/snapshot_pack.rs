@@ -71,13 +71,8 @@ fn unusual() -> Variant {
         executable_mode: 0o700,
         dir_mode: 0o700,
         mtime_base: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000)),
-        owner: is_root().then_some((1234, 5678)),
+        owner: common::is_root().then_some((1234, 5678)),
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// Makes `TREE` at `root` as `variant` says.
@@ -254,7 +249,7 @@ fn a_copy_with_other_modes_but_the_same_executable_bits_packs_the_same() {
 
 #[test]
 fn a_copy_with_another_owner_packs_the_same() {
-    if !is_root() {
+    if !common::is_root() {
         eprintln!("skipped: changing a file's owner needs root");
         return;
     }

@@ -451,11 +451,6 @@ fn a_script_with_a_missing_interpreter_is_126_command_not_executable() {
     assert_not_executable(&task, &script, "/nonexistent/interpreter", "chmod");
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// The record of a start that failed at a step other than the command file: `spawn`, 70,
 /// a message naming `named`, and no advice about `#!` lines or execute bits.
 fn assert_spawn_failure_names(task: &Task, output: &std::process::Output, named: &str) {
@@ -476,7 +471,7 @@ fn assert_spawn_failure_names(task: &Task, output: &std::process::Output, named:
 
 #[test]
 fn a_missing_dev_null_is_named_not_blamed_on_the_command() {
-    if !is_root() {
+    if !common::is_root() {
         eprintln!("skipped: hiding /dev needs a mount namespace (root)");
         return;
     }
@@ -502,28 +497,17 @@ fn a_missing_dev_null_is_named_not_blamed_on_the_command() {
 
 #[test]
 fn a_workdir_the_agents_user_cannot_enter_is_named_not_blamed_on_the_command() {
-    if !is_root() {
+    if !common::is_root() {
         eprintln!("skipped: running the agent as another user needs root");
         return;
     }
     // As nobody, with a workdir that exists but only root may enter (a volume mounted
     // with the wrong owner): the agent prepares it, the child cannot chdir into it.
     let task = Task::new();
-    fs::set_permissions(task.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::create_dir(task.workdir()).unwrap();
-    fs::set_permissions(task.workdir(), fs::Permissions::from_mode(0o700)).unwrap();
-    fs::write(task.result_file(), "").unwrap();
-    fs::set_permissions(task.result_file(), fs::Permissions::from_mode(0o666)).unwrap();
-    let returns = task.path("returns");
-    fs::create_dir(&returns).unwrap();
-    fs::set_permissions(&returns, fs::Permissions::from_mode(0o777)).unwrap();
-    let mut agent = task.command_returning_to(&returns.join("return.json"));
+    let return_file = task.open_to_nobody(0o700);
+    let mut agent = task.command_returning_to(&return_file);
     agent.args(["--", "/bin/true"]);
-    let mut wrapper = Command::new("setpriv");
-    wrapper.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
-    let output = common::command_under(wrapper, &agent)
-        .output()
-        .expect("setpriv runs");
+    let output = common::as_nobody(&agent).output().expect("setpriv runs");
     assert_spawn_failure_names(&task, &output, "entering the workdir");
     let message = task.record()["error"]["message"]
         .as_str()

@@ -109,6 +109,26 @@ pub fn isolate(command: &mut Command) -> &mut Command {
     command
 }
 
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `command` run as `nobody` with no capabilities, as a pod's hardened container runs the
+/// agent (needs root to switch). Pair with `Task::open_to_nobody`.
+pub fn as_nobody(command: &Command) -> Command {
+    let mut wrapper = Command::new("setpriv");
+    wrapper.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ]);
+    command_under(wrapper, command)
+}
+
 /// A scratch directory with the paths a task uses.
 pub struct Task {
     pub dir: tempfile::TempDir,
@@ -164,6 +184,25 @@ impl Task {
             .args(["--", "sh", "-c", script])
             .output()
             .expect("task-agent runs")
+    }
+
+    /// Lets an agent running as another user (`as_nobody`) reach the directory and write
+    /// the record, with the workdir created with `workdir_mode`; returns a return-file path
+    /// that user can write.
+    pub fn open_to_nobody(&self, workdir_mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        mode(self.dir.path(), 0o755);
+        std::fs::create_dir_all(self.workdir()).expect("workdir");
+        mode(&self.workdir(), workdir_mode);
+        std::fs::write(self.result_file(), "").expect("result file");
+        mode(&self.result_file(), 0o666);
+        let returns = self.path("returns");
+        std::fs::create_dir_all(&returns).expect("return directory");
+        mode(&returns, 0o777);
+        returns.join("return.json")
     }
 
     /// The record as written, checked against the schema and the 4096-byte budget.
