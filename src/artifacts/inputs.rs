@@ -16,7 +16,7 @@ use super::digest::{FileDigest, tree_digest};
 use super::error::ArtifactError;
 use super::spec::InputSpec;
 use super::{Artifact, Kind, resolve};
-use crate::snapshot::blob::{Classified, Connection, Download, take_failure};
+use crate::snapshot::blob::{Connection, Download, take_failure};
 use crate::snapshot::error::SnapshotError;
 use crate::snapshot::paths;
 use crate::snapshot::progress::Progress;
@@ -42,14 +42,7 @@ pub fn fetch(
         } else {
             fetch_file(spec, &path, transfer, cancel)?
         };
-        tracing::info!(
-            path = %artifact.path,
-            uri = %artifact.uri,
-            bytes = artifact.bytes,
-            files = artifact.files,
-            duration_ms = started.elapsed().as_millis() as u64,
-            "input fetched"
-        );
+        artifact.log_moved(started, "input fetched");
         fetched.push(artifact);
     }
     Ok(fetched)
@@ -278,20 +271,8 @@ fn list(folder: &BlobLocation, transfer: &Transfer) -> Result<Vec<String>, Snaps
         prefix: Some(folder.blob_name()),
         ..Default::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| SnapshotError::Unavailable {
-            location: connection.shown.clone(),
-            detail: format!("cannot start the network runtime: {e}"),
-        })?;
-    let classify = |error: azure_core::Error| match connection.classify(&error) {
-        Classified::Permanent(error) => error,
-        Classified::Transient(detail) => SnapshotError::Unavailable {
-            location: connection.shown.clone(),
-            detail,
-        },
-    };
+    let runtime = crate::snapshot::blob::runtime(&connection.shown)?;
+    let classify = |error: azure_core::Error| connection.failure(&error);
     let mut names = runtime.block_on(async {
         let mut names = Vec::new();
         let mut pages = container

@@ -14,6 +14,7 @@ pub mod spec;
 pub mod upload;
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -31,6 +32,20 @@ pub struct Artifact {
     pub files: u64,
     /// A file's sha256; a directory's manifest digest; an archive blob's sha256.
     pub sha256: String,
+}
+
+impl Artifact {
+    /// The log line for a transfer that began at `started`.
+    pub fn log_moved(&self, started: Instant, what: &str) {
+        tracing::info!(
+            path = %self.path,
+            uri = %self.uri,
+            bytes = self.bytes,
+            files = self.files,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "{what}"
+        );
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -89,14 +89,7 @@ pub fn publish(
                 ),
             });
         };
-        tracing::info!(
-            path = %artifact.path,
-            uri = %artifact.uri,
-            bytes = artifact.bytes,
-            files = artifact.files,
-            duration_ms = started.elapsed().as_millis() as u64,
-            "output uploaded"
-        );
+        artifact.log_moved(started, "output uploaded");
         outputs.push(artifact);
     }
     let body = manifest_json(&outputs);

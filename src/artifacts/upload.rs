@@ -20,7 +20,7 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 use crate::snapshot::Transfer;
-use crate::snapshot::blob::{Classified, Connection};
+use crate::snapshot::blob::Connection;
 use crate::snapshot::error::SnapshotError;
 use crate::snapshot::source::BlobLocation;
 use crate::snapshot::stream::hex;
@@ -196,12 +196,12 @@ impl Uploader {
 }
 
 fn remote(connection: &Connection, error: &azure_core::Error) -> SnapshotError {
-    match connection.classify(error) {
-        Classified::Permanent(error) => error,
-        Classified::Transient(detail) => SnapshotError::Unavailable {
-            location: connection.shown.clone(),
+    match connection.failure(error) {
+        SnapshotError::Unavailable { location, detail } => SnapshotError::Unavailable {
+            location,
             detail: format!("{detail} (after retrying within the retry budget)"),
         },
+        other => other,
     }
 }
 

@@ -76,13 +76,7 @@ impl Download {
         let transfer = *transfer;
         let stop = Arc::new(AtomicBool::new(cancel.load(Ordering::Relaxed)));
         let stop_pump = Arc::clone(&stop);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| SnapshotError::Unavailable {
-                location: shown.clone(),
-                detail: format!("cannot start the network runtime: {e}"),
-            })?;
+        let runtime = super::runtime(&shown)?;
         std::thread::Builder::new()
             .name("snapshot-download".into())
             .spawn(move || runtime.block_on(pump(connection, transfer, tx, first_tx, stop_pump)))

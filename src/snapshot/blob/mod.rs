@@ -185,6 +185,17 @@ impl Connection {
         redact(text, &self.secrets)
     }
 
+    /// The error for a failed request, transient ones included (once retries are spent).
+    pub fn failure(&self, error: &azure_core::Error) -> SnapshotError {
+        match self.classify(error) {
+            Classified::Permanent(error) => error,
+            Classified::Transient(detail) => SnapshotError::Unavailable {
+                location: self.shown.clone(),
+                detail,
+            },
+        }
+    }
+
     /// The snapshot error for a failed request; `None` when it is worth retrying.
     pub fn classify(&self, error: &azure_core::Error) -> Classified {
         let detail = self.redact(&describe(error));
@@ -244,6 +255,17 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
     }
     cleaned.push_str(rest);
     cleaned
+}
+
+/// A runtime on the calling thread for the requests about `shown`.
+pub fn runtime(shown: &str) -> Result<tokio::runtime::Runtime, SnapshotError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SnapshotError::Unavailable {
+            location: shown.to_string(),
+            detail: format!("cannot start the network runtime: {e}"),
+        })
 }
 
 pub fn nonzero(n: usize) -> NonZero<usize> {

@@ -15,13 +15,7 @@ pub fn upload(
     transfer: &Transfer,
 ) -> Result<(), SnapshotError> {
     let connection = Connection::open(location, transfer)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| SnapshotError::Unavailable {
-            location: connection.shown.clone(),
-            detail: format!("cannot start the network runtime: {e}"),
-        })?;
+    let runtime = super::runtime(&connection.shown)?;
     let content = RequestContent::from(bytes);
     runtime
         .block_on(connection.client.upload(content, None))
