@@ -343,12 +343,12 @@ fn execute(
             usize::try_from(args.artifacts.upload_block_size).unwrap_or(4 << 20),
             args.artifacts.upload_parallelism,
         );
-        let published = interruptible("outputs", inbox, move |_| {
+        let published = interruptible("outputs", inbox, move |cancel| {
             let uploader = artifacts::upload::Uploader::new(transfer, block_size, parallel)
                 .map_err(|e| {
                     AgentError::Internal(format!("cannot start the upload runtime: {e}"))
                 })?;
-            artifacts::outputs::publish(&specs, &prefix, &workdir, &uploader)
+            artifacts::outputs::publish(&specs, &prefix, &workdir, &uploader, cancel)
                 .map_err(AgentError::from)
         });
         let span = phase.finish(reporter);

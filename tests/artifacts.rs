@@ -419,21 +419,19 @@ fn uploads_denied_are_77_and_not_retried() {
     assert!(!everything(&output, &task).contains(wrong));
 }
 
-#[test]
-fn an_agent_killed_mid_upload_leaves_no_manifest() {
-    let azurite = azurite();
-    // Every connection stalls after a little: the upload hangs until the agent dies.
+/// An agent uploading `big.bin` through a proxy whose connections all stall, stopped once
+/// its outputs phase is under way.
+fn agent_stuck_in_outputs(azurite: &Azurite, task: &Task) -> (common::agent::Agent, Proxy) {
+    // Every connection stalls after a little: the upload hangs until the agent stops.
     let proxy = Proxy::start(azurite.addr(), Plan::always(Fault::Stall { after: 0 }));
-    let task = Task::new();
     fs::create_dir_all(task.workdir()).unwrap();
     fs::write(task.workdir().join("big.bin"), varied(1 << 20)).unwrap();
-    let mut command = run(&task);
+    let mut command = run(task);
     command
         .arg("--artifacts")
         .arg(artifacts_url(&proxy.addr().to_string()))
         .args(["--output", "big.bin", "--", "true"]);
-    let mut agent = common::agent::Agent::spawn(&task, command);
-    // Wait until the outputs phase is under way.
+    let agent = common::agent::Agent::spawn(task, command);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let provisional = fs::read_to_string(task.result_file()).unwrap_or_default();
@@ -446,6 +444,37 @@ fn an_agent_killed_mid_upload_leaves_no_manifest() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    (agent, proxy)
+}
+
+#[test]
+fn an_agent_told_to_stop_mid_upload_is_terminated_retryable_and_publishes_nothing() {
+    let azurite = azurite();
+    let task = Task::new();
+    let (mut agent, _proxy) = agent_stuck_in_outputs(&azurite, &task);
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, _) = agent.wait();
+    assert_eq!(status.code(), Some(143));
+    let record = task.record();
+    assert_eq!(record["status"], "terminated", "{record:#}");
+    assert_eq!(record["retryable"], true);
+    assert!(
+        record["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("uploading the outputs")
+    );
+    assert_eq!(
+        azurite.download(CONTAINER, &format!("{TRY_PREFIX}/_manifest.json")),
+        None
+    );
+}
+
+#[test]
+fn an_agent_killed_mid_upload_leaves_no_manifest() {
+    let azurite = azurite();
+    let task = Task::new();
+    let (mut agent, _proxy) = agent_stuck_in_outputs(&azurite, &task);
     agent.signal(nix::sys::signal::Signal::SIGKILL);
     agent.wait();
     assert_eq!(

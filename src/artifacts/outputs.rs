@@ -8,6 +8,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -42,6 +43,7 @@ pub fn publish(
     artifacts: &BlobLocation,
     workdir: &Path,
     uploader: &Uploader,
+    cancel: &AtomicBool,
 ) -> Result<Published, ArtifactError> {
     let manifest_location = artifacts.child(MANIFEST);
     let shown_manifest = manifest_location.url.to_string();
@@ -91,6 +93,14 @@ pub fn publish(
         };
         artifact.log_moved(started, "output uploaded");
         outputs.push(artifact);
+    }
+    // A try told to stop (its record says `terminated`) must not mark its set complete.
+    if cancel.load(Ordering::Relaxed) {
+        return Err(ArtifactError::output(
+            MANIFEST,
+            &shown_manifest,
+            crate::snapshot::SnapshotError::Cancelled,
+        ));
     }
     let body = manifest_json(&outputs);
     let sha256 = hex(&Sha256::digest(&body));
