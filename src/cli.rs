@@ -10,7 +10,7 @@ use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 
 use crate::artifacts::{
-    self,
+    self, Location,
     spec::{InputSpec, OutputSpec},
 };
 use crate::error::{AgentError, exit};
@@ -435,7 +435,7 @@ pub struct ArtifactArgs {
     /// This try's own folder for outputs: https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX[?SAS].
     /// Outputs without a URI go to PREFIX/files/ABSOLUTE_PATH; PREFIX/_manifest.json is written last.
     #[arg(long, env = "TASK_AGENT_ARTIFACTS", value_name = "BLOB_PREFIX", value_parser = parse_folder, hide_env_values = true)]
-    pub artifacts: Option<BlobLocation>,
+    pub artifacts: Option<Location>,
 
     /// Upload PATH (a file or a directory) after the command exits 0. Options after `#`:
     /// `archive` (a directory as one .tar.gz), `optional`. Repeatable.
@@ -513,20 +513,30 @@ impl ArtifactArgs {
             .iter()
             .chain(self.output.iter().filter_map(|o| o.destination.as_ref()))
             .chain(self.input.iter().map(|i| &i.source))
+            .filter_map(Location::blob)
             .collect()
     }
 }
 
-/// A folder: its URL ends in `/`.
-fn parse_folder(text: &str) -> Result<BlobLocation, String> {
+/// A folder: a blob prefix (its URL made to end in `/`), or a `file://` directory.
+fn parse_folder(text: &str) -> Result<Location, String> {
+    if let Some(rest) = text.strip_prefix("file://") {
+        return match snapshot::source::parse(text)? {
+            Source::Local(path) => Ok(Location::Local(path)),
+            Source::Blob(_) => Err(format!("`{rest}` is not a local directory")),
+        };
+    }
     match parse_blob_prefix(text)? {
         Source::Blob(mut location) => {
             if let Ok(mut path) = location.url.path_segments_mut() {
                 path.pop().push("");
             }
-            Ok(location)
+            Ok(Location::Blob(location))
         }
-        Source::Local(_) => Err("not a blob prefix".into()),
+        Source::Local(_) => Err(format!(
+            "`{}` is neither a blob prefix nor a file:// directory",
+            snapshot::source::without_query(text)
+        )),
     }
 }
 

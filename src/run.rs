@@ -200,7 +200,8 @@ fn execute(
             .outputs
             .iter()
             .filter_map(|o| o.destination.as_ref())
-            .chain(declared.inputs.iter().map(|i| &i.source)),
+            .chain(declared.inputs.iter().map(|i| &i.source))
+            .filter_map(artifacts::Location::blob),
     ));
     masks.set(Masker::new(&credentials).map_err(AgentError::Internal)?);
     let credentials = credentials.as_slice();
@@ -445,9 +446,9 @@ fn check_storage_policy(args: &RunArgs, declared: &Declared) -> Result<(), Agent
                 .filter_map(|o| o.destination.as_ref()),
         )
         .chain(declared.inputs.iter().map(|i| &i.source));
-    artifacts::policy::check(locations, &allowed).map_err(|(uri, allowed)| {
-        AgentError::from(artifacts::ArtifactError::PolicyDenied { uri, allowed })
-    })
+    artifacts::policy::check(locations.map(artifacts::Location::shown), &allowed).map_err(
+        |(uri, allowed)| AgentError::from(artifacts::ArtifactError::PolicyDenied { uri, allowed }),
+    )
 }
 
 /// Uploads a return value too large for the record to `PREFIX/SHA256.json`: named by its

@@ -604,3 +604,82 @@ fn producer_addr(record: &Value) -> String {
         .unwrap()
         .to_string()
 }
+
+#[test]
+fn a_local_store_on_disk_works_like_blob_storage() {
+    // No cloud at all: the artifacts are a directory named by a file:// URI.
+    let store = tempfile::tempdir().unwrap();
+    let artifacts = format!("file://{}/runs/{TRY_PREFIX}/", store.path().display());
+    let producer = Task::new();
+    let output = run(&producer)
+        .arg("--artifacts")
+        .arg(&artifacts)
+        .args([
+            "--output",
+            "data/out.csv",
+            "--output",
+            "data/parts",
+            "--output",
+            "bundle#archive",
+        ])
+        .args(["--", "sh", "-c", PRODUCE])
+        .output()
+        .expect("task-agent runs");
+    assert_exit_code(&output, 0);
+    let record = producer.record();
+    let file = output_named(&record, "data/out.csv");
+    assert!(
+        file["uri"].as_str().unwrap().starts_with("file:///"),
+        "{file}"
+    );
+    assert_eq!(file["sha256"], sha256_hex(b"id,name\n1,ada\n"));
+    let manifest = store
+        .path()
+        .join(format!("runs/{TRY_PREFIX}/_manifest.json"));
+    let listed: Value = serde_json::from_slice(&fs::read(&manifest).unwrap()).unwrap();
+    assert_eq!(listed["outputs"], record["outputs"]);
+    assert_eq!(
+        record["outputs_manifest"]["sha256"],
+        sha256_hex(&fs::read(&manifest).unwrap())
+    );
+
+    let consumer = Task::new();
+    let input = |path: &str, declared: &str| {
+        let output = output_named(&record, path);
+        let archive = if output["kind"] == "archive" {
+            ",archive"
+        } else {
+            ""
+        };
+        format!(
+            "{declared}={}#sha256={}{archive}",
+            output["uri"].as_str().unwrap(),
+            output["sha256"].as_str().unwrap()
+        )
+    };
+    let output = consume(
+        &consumer,
+        &[
+            input("data/out.csv", "in/out.csv"),
+            input("data/parts", "in/parts"),
+            input("bundle", "in/bundle"),
+        ],
+    );
+    assert_exit_code(&output, 0);
+    assert_eq!(
+        common::stdout(&output),
+        "id,name\n1,ada\nin/bundle/inside.txt\nin/out.csv\nin/parts/a.txt\nin/parts/deeper/b.txt\ntwopacked"
+    );
+
+    // A file changed after it was recorded is caught as it would be in Blob Storage.
+    let stored = file["uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("file://")
+        .to_string();
+    fs::write(&stored, "id,name\n1,eve\n").unwrap();
+    let tampered = Task::new();
+    let output = consume(&tampered, &[input("data/out.csv", "in/out.csv")]);
+    assert_exit_code(&output, 65);
+    assert_error_kind(&tampered.record(), "input_integrity");
+}

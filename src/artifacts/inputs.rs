@@ -4,7 +4,7 @@
 //! and verified, so a failed input leaves nothing behind.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -15,12 +15,12 @@ use sha2::{Digest, Sha256};
 use super::digest::{FileDigest, tree_digest};
 use super::error::ArtifactError;
 use super::spec::InputSpec;
-use super::{Artifact, Kind, resolve};
+use super::{Artifact, Kind, Location, resolve};
 use crate::snapshot::blob::{Connection, Download, take_failure};
 use crate::snapshot::error::SnapshotError;
 use crate::snapshot::paths;
 use crate::snapshot::progress::Progress;
-use crate::snapshot::source::{BlobLocation, Source};
+use crate::snapshot::source::Source;
 use crate::snapshot::stream::hex;
 use crate::snapshot::{self, Budget, Transfer};
 
@@ -84,7 +84,7 @@ fn fetch_file(
     transfer: &Transfer,
     cancel: &AtomicBool,
 ) -> Result<Artifact, ArtifactError> {
-    let uri = spec.source.url.to_string();
+    let uri = spec.source.shown();
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(write_error(spec))?;
     }
@@ -125,29 +125,49 @@ fn input_failure(spec: &InputSpec, uri: &str, failure: DownloadFailure) -> Artif
     }
 }
 
-/// Streams one blob into a new file at `target`; returns its sha256 and size.
+/// Opens one blob (or local file) for reading, with progress lines for a long transfer.
+fn open(
+    location: &Location,
+    transfer: &Transfer,
+    cancel: &AtomicBool,
+) -> Result<Box<dyn io::Read>, SnapshotError> {
+    let what = format!("input {}", location.shown());
+    match location {
+        Location::Blob(blob) => {
+            let download = Download::start(blob, transfer, cancel)?;
+            let total = download.total;
+            Ok(Box::new(Progress::of(what, download, Some(total))))
+        }
+        Location::Local(path) => {
+            let file = File::open(path).map_err(|e| snapshot::local_error(path, e))?;
+            let total = file.metadata().ok().map(|m| m.len());
+            Ok(Box::new(Progress::of(what, file, total)))
+        }
+    }
+}
+
+/// Streams one blob (or local file) into a new file at `target`; returns its sha256 and
+/// size.
 fn download_to(
-    location: &BlobLocation,
+    location: &Location,
     target: &Path,
     transfer: &Transfer,
     cancel: &AtomicBool,
 ) -> Result<(String, u64), DownloadFailure> {
-    let download = Download::start(location, transfer, cancel).map_err(DownloadFailure::Remote)?;
-    let total = download.total;
-    let mut download = Progress::of(format!("input {}", location.url), download, Some(total));
+    let mut source = open(location, transfer, cancel).map_err(DownloadFailure::Remote)?;
     let mut file = File::create(target).map_err(DownloadFailure::Write)?;
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
     let mut buffer = vec![0u8; 256 << 10];
     loop {
-        let n = match io::Read::read(&mut download, &mut buffer) {
+        let n = match source.read(&mut buffer) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 return Err(DownloadFailure::Remote(take_failure(&e).unwrap_or(
                     SnapshotError::Unavailable {
-                        location: location.url.to_string(),
+                        location: location.shown(),
                         detail: e.to_string(),
                     },
                 )));
@@ -170,10 +190,14 @@ fn fetch_archive(
     transfer: &Transfer,
     cancel: &AtomicBool,
 ) -> Result<Artifact, ArtifactError> {
-    let uri = spec.source.url.to_string();
+    let uri = spec.source.shown();
     fs::create_dir_all(path).map_err(write_error(spec))?;
+    let source = match &spec.source {
+        Location::Blob(blob) => Source::Blob(blob.clone()),
+        Location::Local(path) => Source::Local(path.clone()),
+    };
     let request = snapshot::Request {
-        source: Source::Blob(spec.source.clone()),
+        source,
         sha256: spec.sha256.clone(),
         cache_dir: None,
         budget: Budget::default(),
@@ -198,23 +222,21 @@ fn fetch_folder(
     transfer: &Transfer,
     cancel: &AtomicBool,
 ) -> Result<Artifact, ArtifactError> {
-    let uri = spec.source.url.to_string();
+    let uri = spec.source.shown();
     let names =
         list(&spec.source, transfer).map_err(|e| ArtifactError::input(&declared(spec), &uri, e))?;
     if names.is_empty() {
         return Err(ArtifactError::InputNotFound {
             path: declared(spec),
             uri,
-            detail: "no blob under this folder".into(),
+            detail: "nothing under this folder".into(),
         });
     }
-    let prefix = spec.source.blob_name();
     let budget = Budget::default();
     let temp = temporary(path);
     let result = (|| {
         let mut digests = Vec::with_capacity(names.len());
-        for name in &names {
-            let relative = name.strip_prefix(&prefix).unwrap_or(name);
+        for relative in &names {
             // Blob names are the producer's, so as hostile as archive entries.
             let checked =
                 paths::entry_path(relative.as_bytes(), budget.max_path_bytes, budget.max_depth)
@@ -223,7 +245,7 @@ fn fetch_folder(
                     .ok_or_else(|| ArtifactError::InputUnsafe {
                         path: declared(spec),
                         uri: uri.clone(),
-                        detail: format!("blob `{name}` would land outside {}", declared(spec)),
+                        detail: format!("`{relative}` would land outside {}", declared(spec)),
                     })?;
             let normalized: Vec<&str> = checked
                 .iter()
@@ -263,12 +285,21 @@ fn fetch_folder(
     result
 }
 
-/// The names of the blobs under a folder location, sorted.
-fn list(folder: &BlobLocation, transfer: &Transfer) -> Result<Vec<String>, SnapshotError> {
-    let connection = Connection::open(folder, transfer)?;
+/// The names under a folder location, relative to it and sorted: the blobs under a blob
+/// prefix, or the regular files under a local directory.
+fn list(folder: &Location, transfer: &Transfer) -> Result<Vec<String>, SnapshotError> {
+    let blob = match folder {
+        Location::Blob(blob) => blob,
+        Location::Local(path) => {
+            let files = super::outputs::walk(path).map_err(|e| snapshot::local_error(path, e))?;
+            return Ok(files.into_iter().map(|(relative, _, _)| relative).collect());
+        }
+    };
+    let connection = Connection::open(blob, transfer)?;
     let container = connection.container_client()?;
+    let prefix = blob.blob_name();
     let options = azure_storage_blob::models::BlobContainerClientListBlobsOptions {
-        prefix: Some(folder.blob_name()),
+        prefix: Some(prefix.clone()),
         ..Default::default()
     };
     let runtime = crate::snapshot::blob::runtime(&connection.shown)?;
@@ -286,5 +317,8 @@ fn list(folder: &BlobLocation, transfer: &Transfer) -> Result<Vec<String>, Snaps
         Ok::<_, SnapshotError>(names)
     })?;
     names.sort();
-    Ok(names)
+    Ok(names
+        .into_iter()
+        .map(|name| name.strip_prefix(&prefix).unwrap_or(&name).to_string())
+        .collect())
 }

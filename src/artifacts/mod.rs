@@ -3,11 +3,13 @@
 //! the tenant's Blob Storage, each verified by its sha256. See docs/data-between-tasks.md.
 //!
 //! `spec` parses the declarations, `inputs` and `outputs` are the two phases, `upload` the
-//! streaming block uploader, `digest` the digests the record gives.
+//! streaming block uploader, `local` the same on a local directory (`file://`, for runs on
+//! a laptop), `digest` the digests the record gives.
 
 pub mod digest;
 pub mod error;
 pub mod inputs;
+pub mod local;
 pub mod outputs;
 pub mod policy;
 pub mod spec;
@@ -16,9 +18,53 @@ pub mod upload;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use azure_core::http::Url;
 use serde::Serialize;
 
 pub use error::ArtifactError;
+
+use crate::snapshot::source::BlobLocation;
+
+/// Where data is kept: a blob (or folder of blobs) in Blob Storage, or a file (or
+/// directory) on the local disk, named by a `file://` URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Blob(BlobLocation),
+    /// An absolute path.
+    Local(PathBuf),
+}
+
+impl Location {
+    /// The URI the record gives: no SAS ever.
+    pub fn shown(&self) -> String {
+        match self {
+            Location::Blob(blob) => blob.url.to_string(),
+            Location::Local(path) => Url::from_file_path(path)
+                .map(String::from)
+                .unwrap_or_else(|()| format!("file://{}", path.display())),
+        }
+    }
+
+    /// The location `relative` below this one taken as a folder.
+    pub fn child(&self, relative: &str) -> Location {
+        match self {
+            Location::Blob(blob) => Location::Blob(blob.child(relative)),
+            Location::Local(path) => Location::Local(
+                relative
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .fold(path.clone(), |path, segment| path.join(segment)),
+            ),
+        }
+    }
+
+    pub fn blob(&self) -> Option<&BlobLocation> {
+        match self {
+            Location::Blob(blob) => Some(blob),
+            Location::Local(_) => None,
+        }
+    }
+}
 
 /// What was moved, as the record and the manifest give it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -17,7 +17,7 @@ use super::digest::{FileDigest, tree_digest};
 use super::error::ArtifactError;
 use super::spec::OutputSpec;
 use super::upload::{Failure, Uploader, read_block};
-use super::{Artifact, Kind, ManifestRef, resolve};
+use super::{Artifact, Kind, Location, ManifestRef, local, resolve};
 use crate::snapshot::blob::Connection;
 use crate::snapshot::progress::Progress;
 use crate::snapshot::source::BlobLocation;
@@ -40,17 +40,17 @@ pub struct Published {
 /// Uploads `specs` (paths relative to `workdir` or absolute) and then the manifest.
 pub fn publish(
     specs: &[OutputSpec],
-    artifacts: &BlobLocation,
+    artifacts: &Location,
     workdir: &Path,
     uploader: &Uploader,
     cancel: &AtomicBool,
 ) -> Result<Published, ArtifactError> {
     let manifest_location = artifacts.child(MANIFEST);
-    let shown_manifest = manifest_location.url.to_string();
-    // One connection, one credential: every other blob reuses its pipeline.
-    let root = uploader
-        .connect(&manifest_location)
-        .map_err(|e| ArtifactError::output(MANIFEST, &shown_manifest, e))?;
+    let shown_manifest = manifest_location.shown();
+    let mut blobs = Blobs {
+        uploader,
+        root: None,
+    };
     let mut outputs = Vec::new();
     for spec in specs {
         let declared = spec.path.display().to_string();
@@ -71,18 +71,7 @@ pub fn publish(
                 });
             }
         };
-        let destination = spec
-            .destination
-            .clone()
-            .unwrap_or_else(|| artifacts.child(&format!("files/{}", path.display())));
-        let started = Instant::now();
-        let artifact = if metadata.is_dir() && spec.archive {
-            upload_archive(&root, &path, &declared, &destination, uploader)?
-        } else if metadata.is_dir() {
-            upload_directory(&root, &path, &declared, &destination, uploader)?
-        } else if metadata.is_file() {
-            upload_file(&root, &path, &declared, &destination, uploader)?
-        } else {
+        if !metadata.is_dir() && !metadata.is_file() {
             return Err(ArtifactError::OutputUnreadable {
                 path: declared,
                 source: io::Error::new(
@@ -90,8 +79,32 @@ pub fn publish(
                     "it is neither a regular file nor a directory",
                 ),
             });
+        }
+        let destination = spec
+            .destination
+            .clone()
+            .unwrap_or_else(|| artifacts.child(&format!("files/{}", path.display())));
+        let started = Instant::now();
+        let artifact = match &destination {
+            Location::Blob(blob) if metadata.is_dir() && spec.archive => {
+                upload_archive(&mut blobs, &path, &declared, blob)?
+            }
+            Location::Blob(blob) if metadata.is_dir() => {
+                upload_directory(&mut blobs, &path, &declared, blob)?
+            }
+            Location::Blob(blob) => upload_file(&mut blobs, &path, &declared, blob)?,
+            Location::Local(target) => {
+                let kind = match (metadata.is_dir(), spec.archive) {
+                    (false, _) => Kind::File,
+                    (true, false) => Kind::Directory,
+                    (true, true) => Kind::Archive,
+                };
+                local::store(&path, kind, target)
+                    .map(|stored| stored.artifact(&declared, &destination))
+                    .map_err(|failure| local::output_error(failure, &declared, &destination))?
+            }
         };
-        artifact.log_moved(started, "output uploaded");
+        artifact.log_moved(started, "output stored");
         outputs.push(artifact);
     }
     // A try told to stop (its record says `terminated`) must not mark its set complete.
@@ -105,9 +118,16 @@ pub fn publish(
     let body = manifest_json(&outputs);
     let sha256 = hex(&Sha256::digest(&body));
     let bytes = body.len() as u64;
-    uploader
-        .put_whole(&root, body, &sha256)
-        .map_err(|failure| explain(failure, MANIFEST, &shown_manifest))?;
+    match &manifest_location {
+        Location::Blob(blob) => {
+            let connection = blobs.connect(blob, MANIFEST)?;
+            uploader
+                .put_whole(&connection, body, &sha256)
+                .map_err(|failure| explain(failure, MANIFEST, &shown_manifest))?;
+        }
+        Location::Local(target) => local::write_whole(target, &body)
+            .map_err(|failure| local::output_error(failure, MANIFEST, &manifest_location))?,
+    }
     Ok(Published {
         outputs,
         manifest: ManifestRef {
@@ -116,6 +136,30 @@ pub fn publish(
             bytes,
         },
     })
+}
+
+/// The connections of one phase: the first opens with the credential, the others reuse
+/// its pipeline, so many blobs cost one token.
+struct Blobs<'a> {
+    uploader: &'a Uploader,
+    root: Option<Arc<Connection>>,
+}
+
+impl Blobs<'_> {
+    fn connect(
+        &mut self,
+        destination: &BlobLocation,
+        declared: &str,
+    ) -> Result<Arc<Connection>, ArtifactError> {
+        let connected = match &self.root {
+            Some(root) => root.for_blob(destination).map(Arc::new),
+            None => self.uploader.connect(destination),
+        };
+        let connection =
+            connected.map_err(|e| ArtifactError::output(declared, destination.url.as_str(), e))?;
+        self.root.get_or_insert_with(|| Arc::clone(&connection));
+        Ok(connection)
+    }
 }
 
 /// The manifest: every output in the record's shape.
@@ -134,25 +178,15 @@ fn explain(failure: Failure, declared: &str, uri: &str) -> ArtifactError {
     }
 }
 
-fn connect(
-    root: &Connection,
-    destination: &BlobLocation,
-    declared: &str,
-) -> Result<Arc<Connection>, ArtifactError> {
-    root.for_blob(destination)
-        .map(Arc::new)
-        .map_err(|e| ArtifactError::output(declared, destination.url.as_str(), e))
-}
-
 fn upload_file(
-    root: &Connection,
+    blobs: &mut Blobs,
     path: &Path,
     declared: &str,
     destination: &BlobLocation,
-    uploader: &Uploader,
 ) -> Result<Artifact, ArtifactError> {
+    let uploader = blobs.uploader;
     let shown = destination.url.to_string();
-    let connection = connect(root, destination, declared)?;
+    let connection = blobs.connect(destination, declared)?;
     let file = File::open(path).map_err(|source| ArtifactError::OutputUnreadable {
         path: declared.to_string(),
         source,
@@ -174,12 +208,12 @@ fn upload_file(
 
 /// A directory as one blob per file under the destination folder.
 fn upload_directory(
-    root: &Connection,
+    blobs: &mut Blobs,
     dir: &Path,
     declared: &str,
     destination: &BlobLocation,
-    uploader: &Uploader,
 ) -> Result<Artifact, ArtifactError> {
+    let uploader = blobs.uploader;
     let unreadable = |source| ArtifactError::OutputUnreadable {
         path: declared.to_string(),
         source,
@@ -190,7 +224,7 @@ fn upload_directory(
     for (relative, path, size) in &files {
         let location = destination.child(relative);
         let shown = location.url.to_string();
-        let connection = connect(root, &location, declared)?;
+        let connection = blobs.connect(&location, declared)?;
         if *size <= SMALL_FILE {
             let mut file = File::open(path).map_err(unreadable)?;
             let body = read_block(&mut file, usize::try_from(*size).unwrap_or(0) + 1)
@@ -242,19 +276,19 @@ fn upload_directory(
 
 /// A directory packed as `task-agent pack` packs, streamed through a pipe into one blob.
 fn upload_archive(
-    root: &Connection,
+    blobs: &mut Blobs,
     dir: &Path,
     declared: &str,
     destination: &BlobLocation,
-    uploader: &Uploader,
 ) -> Result<Artifact, ArtifactError> {
+    let uploader = blobs.uploader;
     let shown = destination.url.to_string();
     let unreadable = |source| ArtifactError::OutputUnreadable {
         path: declared.to_string(),
         source,
     };
     let files = walk(dir).map_err(unreadable)?.len() as u64;
-    let connection = connect(root, destination, declared)?;
+    let connection = blobs.connect(destination, declared)?;
     let (reader, writer) = io::pipe().map_err(unreadable)?;
     let source = dir.to_path_buf();
     let packer = std::thread::Builder::new()

@@ -8,8 +8,6 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::snapshot::source::BlobLocation;
-
 #[derive(Debug, Deserialize)]
 struct PolicyFile {
     #[serde(default)]
@@ -55,13 +53,14 @@ pub fn allowed(
     ))
 }
 
-/// The first location not under any allowed one, with the allowed list for the message.
-pub fn check<'a>(
-    locations: impl IntoIterator<Item = &'a BlobLocation>,
+/// The first location (a URI without query) not under any allowed one, with the allowed
+/// list for the message.
+pub fn check(
+    locations: impl IntoIterator<Item = String>,
     allowed: &[String],
 ) -> Result<(), (String, String)> {
-    for location in locations {
-        let uri = location.url.as_str();
+    for uri in locations {
+        let uri = uri.as_str();
         if !allowed.iter().any(|prefix| under(uri, prefix)) {
             let list = if allowed.is_empty() {
                 "none".to_string()
@@ -93,9 +92,9 @@ mod tests {
     use super::*;
     use crate::snapshot::source::{Source, parse};
 
-    fn blob(text: &str) -> BlobLocation {
+    fn blob(text: &str) -> String {
         match parse(text).unwrap() {
-            Source::Blob(b) => b,
+            Source::Blob(b) => b.url.to_string(),
             Source::Local(_) => panic!("not a blob"),
         }
     }
@@ -109,7 +108,7 @@ mod tests {
             .unwrap();
         assert!(
             check(
-                [&blob(
+                [blob(
                     "https://user1data.blob.core.windows.net/runs/d/r/t/-1/1/"
                 )],
                 &allowed
@@ -118,7 +117,7 @@ mod tests {
         );
         assert!(
             check(
-                [&blob(
+                [blob(
                     "https://user1data.blob.core.windows.net/exports/a.csv?sig=X"
                 )],
                 &allowed
@@ -130,7 +129,7 @@ mod tests {
             "https://user1data.blob.core.windows.net/runs-other/x",
             "https://user1data.blob.core.windows.net.attacker.example/runs/x",
         ] {
-            let (uri, list) = check([&blob(refused)], &allowed).unwrap_err();
+            let (uri, list) = check([blob(refused)], &allowed).unwrap_err();
             assert_eq!(uri, refused);
             assert!(list.contains("/runs"), "{list}");
         }
@@ -146,7 +145,7 @@ mod tests {
         let unknown = allowed(POLICY, "p", Some("nobody")).unwrap().unwrap();
         assert!(unknown.is_empty());
         let (_, list) = check(
-            [&blob("https://user1data.blob.core.windows.net/runs/x")],
+            [blob("https://user1data.blob.core.windows.net/runs/x")],
             &unknown,
         )
         .unwrap_err();

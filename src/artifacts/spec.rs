@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::snapshot::source::{self, BlobLocation, Source};
+use super::Location;
+use crate::snapshot::source::{self, Source};
 
 /// One declared output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +15,7 @@ pub struct OutputSpec {
     /// As declared: relative to the workdir, or absolute.
     pub path: PathBuf,
     /// Where it goes; `None`: `ARTIFACTS/files/ABSOLUTE_PATH`.
-    pub destination: Option<BlobLocation>,
+    pub destination: Option<Location>,
     /// A directory packed into one `.tar.gz` blob.
     pub archive: bool,
     /// Missing after success is not an error.
@@ -25,8 +26,8 @@ pub struct OutputSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputSpec {
     pub path: PathBuf,
-    pub source: BlobLocation,
-    /// The URI ends in `/`: every blob under it, into the directory `path`.
+    pub source: Location,
+    /// The URI ends in `/`: every blob (or file) under it, into the directory `path`.
     pub folder: bool,
     /// A `.tar.gz` blob unpacked into the directory `path`.
     pub archive: bool,
@@ -94,7 +95,7 @@ pub fn parse_input(text: &str) -> Result<InputSpec, String> {
     let (uri, options) = split_options(rest);
     let source = blob(uri, "--input", INPUT_FORM)?;
     let mut spec = InputSpec {
-        folder: source.url.path().ends_with('/'),
+        folder: source::without_query(uri).ends_with('/'),
         path,
         source,
         archive: false,
@@ -213,9 +214,12 @@ fn declared_path(text: &str, option: &str, form: &str) -> Result<PathBuf, String
     Ok(PathBuf::from(text))
 }
 
-fn blob(uri: &str, option: &str, form: &str) -> Result<BlobLocation, String> {
+/// A blob URI, or a `file://` URI for a local store (a bare path would be ambiguous with
+/// the declared PATH, so it is refused).
+fn blob(uri: &str, option: &str, form: &str) -> Result<Location, String> {
     match source::parse(uri) {
-        Ok(Source::Blob(location)) => Ok(location),
+        Ok(Source::Blob(location)) => Ok(Location::Blob(location)),
+        Ok(Source::Local(path)) if uri.starts_with("file://") => Ok(Location::Local(path)),
         Ok(Source::Local(_)) => Err(format!(
             "{option}: `{}` is not a blob URI; {form}",
             source::without_query(uri)
@@ -255,7 +259,9 @@ mod tests {
         assert!(archived.archive && archived.optional);
         let full = parse_output(&format!("out={URI}?sv=1&sig=SECRET#archive, optional")).unwrap();
         assert!(full.archive && full.optional);
-        let destination = full.destination.unwrap();
+        let Some(Location::Blob(destination)) = full.destination else {
+            panic!("not a blob destination");
+        };
         assert_eq!(destination.url.as_str(), URI);
         assert_eq!(destination.sas.as_deref(), Some("sv=1&sig=SECRET"));
         let error = parse_output(&format!("out={URI}?sig=SECRET#zip")).unwrap_err();
@@ -283,6 +289,10 @@ mod tests {
         assert!(error.contains("names no blob"), "{error}");
         let error = parse_input("in.csv=/local/file").unwrap_err();
         assert!(error.contains("not a blob URI"), "{error}");
+        let local = parse_input("in=file:///srv/runs/d/out/").unwrap();
+        assert!(local.folder);
+        assert_eq!(local.source, Location::Local("/srv/runs/d/out/".into()));
+        assert_eq!(local.source.shown(), "file:///srv/runs/d/out/");
     }
 
     #[test]

@@ -177,7 +177,8 @@ fn report(shown: &str, unpacked: Unpacked, cache: CacheUse) -> Report {
     }
 }
 
-fn local_error(path: &Path, error: io::Error) -> SnapshotError {
+/// A local file's open error as the snapshot error a blob's would be.
+pub fn local_error(path: &Path, error: io::Error) -> SnapshotError {
     let source = path.display().to_string();
     match error.kind() {
         io::ErrorKind::NotFound => SnapshotError::NotFound {
