@@ -21,7 +21,7 @@ use crate::secrets;
 use crate::snapshot::source::BlobLocation;
 use crate::snapshot::{self, Source};
 use crate::supervise::LogFormat;
-use crate::units::{parse_duration, parse_size};
+use crate::units::{parse_cpu, parse_duration, parse_size};
 
 /// Where Kubernetes reads a container's termination message.
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
@@ -410,6 +410,22 @@ pub struct RunArgs {
     /// when OTEL_EXPORTER_OTLP_ENDPOINT or another OTEL_* setting asks for it).
     #[arg(long, env = "TASK_AGENT_TELEMETRY_TIMEOUT", value_name = "DURATION", value_parser = parse_duration, default_value = "2s", help_heading = "Telemetry")]
     pub telemetry_timeout: Duration,
+
+    /// The pod's CPU request (Kubernetes quantity: 250m, 1), for the record's usage and cost.
+    #[arg(long, env = "TASK_AGENT_CPU_REQUEST", value_name = "CPU", value_parser = parse_cpu, help_heading = "Usage")]
+    pub cpu_request: Option<u64>,
+
+    /// The pod's CPU limit.
+    #[arg(long, env = "TASK_AGENT_CPU_LIMIT", value_name = "CPU", value_parser = parse_cpu, help_heading = "Usage")]
+    pub cpu_limit: Option<u64>,
+
+    /// The pod's memory request (512Mi, 2Gi).
+    #[arg(long, env = "TASK_AGENT_MEMORY_REQUEST", value_name = "SIZE", value_parser = parse_size, help_heading = "Usage")]
+    pub memory_request: Option<u64>,
+
+    /// The pod's memory limit. Default: the container's cgroup limit.
+    #[arg(long, env = "TASK_AGENT_POD_MEMORY_LIMIT", value_name = "SIZE", value_parser = parse_size, help_heading = "Usage")]
+    pub pod_memory_limit: Option<u64>,
 
     #[command(flatten)]
     pub snapshot: SnapshotArgs,

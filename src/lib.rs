@@ -17,4 +17,5 @@ pub mod snapshot;
 pub mod supervise;
 pub mod telemetry;
 pub mod units;
+pub mod usage;
 pub mod verdict;

@@ -30,6 +30,7 @@ use crate::supervise::{
 };
 use crate::telemetry::{self, PhaseSpan, Telemetry};
 use crate::units::format_bytes;
+use crate::usage;
 use crate::verdict::verdict;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -112,6 +113,20 @@ pub fn run(mut args: RunArgs) -> i32 {
     };
     let mut reporter = Reporter::new(file, identity, masks.clone());
     reporter.set_trace_id(telemetry.trace_id());
+    let mut meter = usage::Meter::start(
+        usage::Resources {
+            cpu_millicores: args.cpu_request,
+            memory_bytes: args.memory_request,
+        },
+        usage::Resources {
+            cpu_millicores: args.cpu_limit,
+            memory_bytes: args.pod_memory_limit.or_else(|| {
+                MemoryCgroup::detect()
+                    .as_ref()
+                    .and_then(MemoryCgroup::limit)
+            }),
+        },
+    );
 
     let result = match (file_error, inbox) {
         (Some(error), _) => Err(error),
@@ -125,6 +140,7 @@ pub fn run(mut args: RunArgs) -> i32 {
                     &args,
                     &mut reporter,
                     &mut inbox,
+                    &mut meter,
                     identity_members,
                     &masks,
                     &credentials,
@@ -139,6 +155,8 @@ pub fn run(mut args: RunArgs) -> i32 {
         Outcome::from_error(&error)
     });
     reporter.set_duration("total", millis(started.elapsed()));
+    let peak = reporter.record().resources.peak_memory_bytes;
+    reporter.set_usage(meter.usage(peak, moved(reporter.record())));
     reporter.finish(outcome.clone());
     let peak = reporter.record().resources.peak_memory_bytes;
     tracing::info!(
@@ -180,10 +198,12 @@ impl Phase {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn execute(
     args: &RunArgs,
     reporter: &mut Reporter,
     inbox: &mut SignalInbox,
+    meter: &mut usage::Meter,
     identity_members: Arc<str>,
     masks: &MaskHandle,
     credentials: &[String],
@@ -315,8 +335,10 @@ fn execute(
         tail_lines: args.log_tail_lines,
         sink: telemetry.child_lines(&phase.span),
     };
-    let ran = supervise(&spec, &limits, &plan, inbox, |peak| {
+    let ran = supervise(&spec, &limits, &plan, inbox, meter, |peak, meter| {
         reporter.resources_mut().peak_memory_bytes = peak;
+        let usage = meter.usage(peak, moved(reporter.record()));
+        reporter.set_usage(usage);
         reporter.write_provisional();
     });
     let span = phase.finish(reporter);
@@ -488,6 +510,18 @@ fn zero_environment(env: &mut Vec<(OsString, OsString)>) {
         bytes.zeroize();
     }
     env.clear();
+}
+
+/// The bytes the snapshot, inputs and outputs phases moved, as the record has them so far.
+fn moved(record: &crate::report::Record) -> usage::Moved {
+    let sum = |list: &Option<Vec<artifacts::Artifact>>| {
+        list.iter().flatten().map(|a| a.bytes).sum::<u64>()
+    };
+    usage::Moved {
+        snapshot: record.snapshot.as_ref().map_or(0, |s| s.bytes),
+        inputs: sum(&record.inputs),
+        outputs: sum(&record.outputs),
+    }
 }
 
 fn record_resources(reporter: &mut Reporter, ran: &Supervised) {

@@ -83,6 +83,29 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Formats a byte count for people: `12.3 MiB`.
+/// Parses a Kubernetes CPU quantity (`250m`, `1`, `0.5`, `2.25`) into millicores.
+pub fn parse_cpu(text: &str) -> Result<u64, String> {
+    let bad =
+        || format!("`{text}` is not a CPU quantity; write it as Kubernetes does: 250m, 1, 0.5");
+    if let Some(millis) = text.strip_suffix('m') {
+        return millis.parse::<u64>().map_err(|_| bad());
+    }
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let whole: u64 = whole.parse().map_err(|_| bad())?;
+    let fraction: u64 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<3}").parse().map_err(|_| bad())?
+    };
+    whole
+        .checked_mul(1000)
+        .and_then(|m| m.checked_add(fraction))
+        .ok_or_else(bad)
+}
+
 pub fn format_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
@@ -101,6 +124,17 @@ pub fn format_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_quantities_in_millicores() {
+        assert_eq!(parse_cpu("250m"), Ok(250));
+        assert_eq!(parse_cpu("1"), Ok(1000));
+        assert_eq!(parse_cpu("0.5"), Ok(500));
+        assert_eq!(parse_cpu("2.25"), Ok(2250));
+        for bad in ["", "one", "1.2345", "-1", "1.x", "m"] {
+            assert!(parse_cpu(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations_in_every_unit_and_compound() {

@@ -92,6 +92,10 @@ impl Reporter {
         self.record.return_value_truncated = true;
     }
 
+    pub fn set_usage(&mut self, usage: crate::usage::Usage) {
+        self.record.usage = Some(usage);
+    }
+
     pub fn set_inputs(&mut self, inputs: Vec<crate::artifacts::Artifact>) {
         self.record.inputs = Some(inputs);
     }

@@ -90,6 +90,8 @@ pub struct Record {
     pub outputs: Option<Vec<crate::artifacts::Artifact>>,
     pub outputs_manifest: Option<crate::artifacts::ManifestRef>,
     pub outputs_truncated: bool,
+    /// What the try used so far (provisional) or in all (final).
+    pub usage: Option<crate::usage::Usage>,
     pub task: TaskIdentity,
     /// The task's OpenTelemetry trace, when traces are exported.
     pub trace_id: Option<String>,
@@ -121,6 +123,7 @@ impl Record {
             outputs: None,
             outputs_manifest: None,
             outputs_truncated: false,
+            usage: None,
             task,
             trace_id: None,
             agent_version: env!("CARGO_PKG_VERSION"),

@@ -20,12 +20,41 @@ pub struct MemoryCgroup {
     pub dir: PathBuf,
 }
 
+/// A cgroup controller, as both hierarchies name it: the v1 controller and the control file
+/// that shows the controller is there in each version.
+#[derive(Debug, Clone, Copy)]
+pub struct Controller {
+    pub v1_name: &'static str,
+    pub v1_control: &'static str,
+    pub v2_control: &'static str,
+}
+
+pub const MEMORY: Controller = Controller {
+    v1_name: "memory",
+    v1_control: "memory.limit_in_bytes",
+    v2_control: "memory.max",
+};
+
+pub const CPU: Controller = Controller {
+    v1_name: "cpuacct",
+    v1_control: "cpuacct.usage",
+    v2_control: "cpu.stat",
+};
+
+/// This process's cgroup for `controller`: its hierarchy's version and directory, if the
+/// machine has one mounted.
+pub fn detect(controller: Controller) -> Option<(Version, PathBuf)> {
+    let membership = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    locate_controller(controller, &membership, &mountinfo, |dir, file| {
+        dir.join(file).exists()
+    })
+}
+
 impl MemoryCgroup {
     /// Finds the memory cgroup of this process, if the machine has one mounted.
     pub fn detect() -> Option<MemoryCgroup> {
-        let membership = fs::read_to_string("/proc/self/cgroup").ok()?;
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
-        locate(&membership, &mountinfo, |dir, file| dir.join(file).exists())
+        detect(MEMORY).map(|(version, dir)| MemoryCgroup { version, dir })
     }
 
     pub fn limit(&self) -> Option<u64> {
@@ -74,6 +103,17 @@ pub fn locate(
     mountinfo: &str,
     has_file: impl Fn(&Path, &str) -> bool,
 ) -> Option<MemoryCgroup> {
+    locate_controller(MEMORY, membership, mountinfo, has_file)
+        .map(|(version, dir)| MemoryCgroup { version, dir })
+}
+
+/// `locate` for any controller: the version and directory.
+pub fn locate_controller(
+    controller: Controller,
+    membership: &str,
+    mountinfo: &str,
+    has_file: impl Fn(&Path, &str) -> bool,
+) -> Option<(Version, PathBuf)> {
     let mut v2_path = None;
     let mut v1_path = None;
     for line in membership.lines() {
@@ -84,7 +124,7 @@ pub fn locate(
         };
         if id == "0" && controllers.is_empty() {
             v2_path = Some(path);
-        } else if controllers.split(',').any(|c| c == "memory") {
+        } else if controllers.split(',').any(|c| c == controller.v1_name) {
             v1_path = Some(path);
         }
     }
@@ -102,15 +142,15 @@ pub fn locate(
         let (root, mount_point) = (unescape(left[3]), unescape(left[4]));
         match right[0] {
             "cgroup2" => v2_mount = Some((root, mount_point)),
-            "cgroup" if right[2].split(',').any(|o| o == "memory") => {
+            "cgroup" if right[2].split(',').any(|o| o == controller.v1_name) => {
                 v1_mount = Some((root, mount_point))
             }
             _ => {}
         }
     }
     let candidates = [
-        (Version::V2, v2_path, v2_mount, "memory.max"),
-        (Version::V1, v1_path, v1_mount, "memory.limit_in_bytes"),
+        (Version::V2, v2_path, v2_mount, controller.v2_control),
+        (Version::V1, v1_path, v1_mount, controller.v1_control),
     ];
     for (version, path, mount, control) in candidates {
         let (Some(path), Some((root, mount_point))) = (path, mount) else {
@@ -118,16 +158,13 @@ pub fn locate(
         };
         let dir = cgroup_dir(&root, &mount_point, path);
         if has_file(&dir, control) {
-            return Some(MemoryCgroup { version, dir });
+            return Some((version, dir));
         }
         // In a cgroup namespace the membership path may not be visible: the mount itself is
         // then this container's cgroup.
         let mount_dir = PathBuf::from(&mount_point);
         if has_file(&mount_dir, control) {
-            return Some(MemoryCgroup {
-                version,
-                dir: mount_dir,
-            });
+            return Some((version, mount_dir));
         }
     }
     None
@@ -220,6 +257,32 @@ mod tests {
         })
         .unwrap();
         assert_eq!(found.version, Version::V1);
+    }
+
+    #[test]
+    fn the_cpu_controller_is_found_in_either_hierarchy() {
+        let mountinfo = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+36 31 0:33 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw";
+        let membership = "3:cpu,cpuacct:/job/7\n0::/\n";
+        let v1 = locate_controller(CPU, membership, mountinfo, |_, file| {
+            file == "cpuacct.usage"
+        });
+        assert_eq!(
+            v1,
+            Some((
+                Version::V1,
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/job/7")
+            ))
+        );
+        let v2 = locate_controller(CPU, "0::/pod/ctr\n", V2_MOUNTINFO, |_, file| {
+            file == "cpu.stat"
+        });
+        assert_eq!(
+            v2,
+            Some((Version::V2, PathBuf::from("/sys/fs/cgroup/pod/ctr")))
+        );
     }
 
     #[test]

@@ -85,14 +85,16 @@ pub struct Supervised {
     pub log_tail: Vec<String>,
 }
 
-/// Runs the child to its end. `on_peak` hears the peak memory while the child runs, at most
-/// once a second, so the provisional record can carry it.
+/// Runs the child to its end. Every memory sample also feeds `meter`; `on_progress` hears
+/// the peak memory and the meter while the child runs, at most once a second, so the
+/// provisional record can carry them.
 pub fn supervise(
     spec: &ChildSpec,
     limits: &Limits,
     output: &OutputPlan,
     inbox: &mut SignalInbox,
-    mut on_peak: impl FnMut(u64),
+    meter: &mut crate::usage::Meter,
+    mut on_progress: impl FnMut(u64, &crate::usage::Meter),
 ) -> Result<Supervised, AgentError> {
     become_subreaper();
     let started = spawn::spawn(spec)?;
@@ -165,7 +167,10 @@ pub fn supervise(
         }
         if now >= next_sample {
             next_sample = now + limits.poll_interval;
-            if let Some(reason) = watch.sample() {
+            let processes = procfs::my_descendants();
+            let resident = processes.iter().map(|p| p.rss_pages).sum::<u64>() * watch.page_size;
+            meter.sample(&processes, resident, now);
+            if let Some(reason) = watch.sample(resident) {
                 if ladder.is_idle()
                     && let StopReason::MemoryExceeded { used, limit, what } = &reason
                 {
@@ -181,7 +186,7 @@ pub fn supervise(
             }
             if last_progress.is_none_or(|at| now.duration_since(at) >= PROGRESS_EVERY) {
                 last_progress = Some(now);
-                on_peak(watch.peak);
+                on_progress(watch.peak, meter);
             }
         }
 
@@ -233,6 +238,7 @@ pub fn supervise(
     };
     tracing::info!(exit = %exit_detail, "command exited");
     clean_up_leftovers(child, inbox);
+    meter.ended(Instant::now());
     for _ in 0..2 {
         if drained_rx.recv_timeout(DRAIN_WAIT).is_err() {
             tracing::warn!(
@@ -412,12 +418,8 @@ impl MemoryWatch {
         }
     }
 
-    fn sample(&mut self) -> Option<StopReason> {
-        let tree: u64 = procfs::my_descendants()
-            .iter()
-            .map(|p| p.rss_pages)
-            .sum::<u64>()
-            * self.page_size;
+    /// Checks one sample: `tree`, the task tree's summed resident memory.
+    fn sample(&mut self, tree: u64) -> Option<StopReason> {
         self.peak = self.peak.max(tree);
         if let Some(limit) = self.soft_limit
             && tree > limit

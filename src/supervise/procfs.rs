@@ -13,6 +13,9 @@ pub struct ProcStat {
     pub zombie: bool,
     /// Resident set size in pages.
     pub rss_pages: u64,
+    /// CPU time in clock ticks: its own (user + system) and that of the children it has
+    /// reaped.
+    pub cpu_ticks: u64,
 }
 
 /// Parses `/proc/PID/stat`. The command name (field 2) may hold spaces and parentheses, so
@@ -29,6 +32,9 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
         pgrp: fields.get(2)?.parse().ok()?,
         zombie: *fields.first()? == "Z",
         rss_pages: fields.get(21)?.parse().ok()?,
+        cpu_ticks: (11..=14)
+            .map(|i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+            .sum::<Option<u64>>()?,
     })
 }
 
@@ -77,6 +83,13 @@ pub fn my_descendants() -> Vec<ProcStat> {
     descendants_of(std::process::id() as i32, &snapshot())
 }
 
+/// Clock ticks per second, the unit of `cpu_ticks`.
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
 pub fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -96,6 +109,8 @@ mod tests {
         assert_eq!(stat.ppid, 17);
         assert_eq!(stat.pgrp, 4242);
         assert_eq!(stat.rss_pages, 2560);
+        // utime 5 + stime 3 + cutime 0 + cstime 0.
+        assert_eq!(stat.cpu_ticks, 8);
         assert!(!stat.zombie);
     }
 
@@ -113,6 +128,7 @@ mod tests {
             pgrp: pid,
             zombie,
             rss_pages: 1,
+            cpu_ticks: 0,
         };
         let processes = [
             p(1, 0, false),
