@@ -338,6 +338,7 @@ fn execute(
     let ran = supervise(&spec, &limits, &plan, inbox, meter, |peak, meter| {
         reporter.resources_mut().peak_memory_bytes = peak;
         let usage = meter.usage(peak, moved(reporter.record()));
+        telemetry.usage(&usage);
         reporter.set_usage(usage);
         reporter.write_provisional();
     });

@@ -626,3 +626,65 @@ fn nothing_configured_starts_nothing_and_connects_nowhere() {
         "a disabled agent connected to the collector"
     );
 }
+
+/// The latest value of an f64 sum metric named `name` across every export received.
+fn latest_sum(receiver: &Receiver, name: &str) -> Option<f64> {
+    use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+    receiver
+        .metrics()
+        .into_iter()
+        .filter(|(_, metric)| metric.name == name)
+        .filter_map(|(_, metric)| match metric.data {
+            Some(metric::Data::Sum(sum)) => sum.data_points.last().cloned(),
+            _ => None,
+        })
+        .filter_map(|point| match point.value {
+            Some(number_data_point::Value::AsDouble(value)) => Some(value),
+            _ => None,
+        })
+        .next_back()
+}
+
+#[test]
+fn usage_is_exported_while_the_task_runs_so_a_killed_agent_has_reported_it() {
+    let receiver = Receiver::start(Behaviour::Accept);
+    let task = Task::new();
+    let mut command = command(&task, &receiver.endpoint());
+    command.env("OTEL_METRIC_EXPORT_INTERVAL", "300").args([
+        "--",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ]);
+    let mut agent = common::agent::Agent::spawn(&task, command);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cpu = loop {
+        if let Some(cpu) = latest_sum(&receiver, "task_agent.usage.cpu_time").filter(|c| *c >= 0.5)
+        {
+            break cpu;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no usage exported while the task ran"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    agent.signal(nix::sys::signal::Signal::SIGKILL);
+    agent.wait();
+    assert!(cpu >= 0.5, "{cpu}");
+    let memory = latest_sum(&receiver, "task_agent.usage.memory_time");
+    assert!(memory.is_some_and(|m| m > 0.0), "{memory:?}");
+    // Each point carries the tenant, as every metric of the agent does.
+    let points: Vec<_> = receiver
+        .metrics()
+        .into_iter()
+        .filter(|(_, m)| m.name == "task_agent.usage.cpu_time")
+        .flat_map(|(_, m)| otlp::point_attributes(&m))
+        .collect();
+    assert!(
+        points.iter().all(
+            |attributes| otlp::string_attribute(attributes, "tenant").as_deref() == Some("team-a")
+        ),
+        "{points:?}"
+    );
+}

@@ -56,6 +56,9 @@ pub enum Temporality {
 
 /// The OTLP exporter's own default request timeout.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often metrics go out while the task runs: often enough that a try killed outright
+/// has reported most of its usage (the SDK's own default is a minute).
+pub const DEFAULT_METRIC_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
@@ -65,6 +68,8 @@ pub struct Config {
     pub temporality: Temporality,
     /// Bound on one HTTP request to the collector (`OTEL_EXPORTER_OTLP_TIMEOUT`).
     pub request_timeout: Duration,
+    /// Between two periodic metric exports (`OTEL_METRIC_EXPORT_INTERVAL`, milliseconds).
+    pub metric_interval: Duration,
     /// The values of the `OTEL_EXPORTER_OTLP_*HEADERS` variables. They usually carry an
     /// API key or a bearer token, so they join the masker like any credential.
     pub header_values: Vec<String>,
@@ -77,6 +82,7 @@ impl Config {
         let var = |name: &str| var(name).filter(|value| !value.trim().is_empty());
         let mut config = Config {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            metric_interval: DEFAULT_METRIC_INTERVAL,
             header_values: header_values(&var),
             ..Config::default()
         };
@@ -105,6 +111,17 @@ impl Config {
                     &mut config.problems,
                     format!(
                         "OTEL_EXPORTER_OTLP_TIMEOUT={text} is not a number of milliseconds; using 10000"
+                    ),
+                ),
+            }
+        }
+        if let Some(text) = var("OTEL_METRIC_EXPORT_INTERVAL") {
+            match text.trim().parse::<u64>() {
+                Ok(millis) if millis > 0 => config.metric_interval = Duration::from_millis(millis),
+                _ => note(
+                    &mut config.problems,
+                    format!(
+                        "OTEL_METRIC_EXPORT_INTERVAL={text} is not a positive number of milliseconds; using 10000"
                     ),
                 ),
             }

@@ -78,6 +78,56 @@ impl Usage {
     }
 }
 
+/// The try's usage so far, which the periodic exports read: refreshed about once a second
+/// while the command runs and once more at the end.
+#[derive(Debug, Clone, Default)]
+pub struct UsageFeed(std::sync::Arc<std::sync::Mutex<Option<crate::usage::Usage>>>);
+
+impl UsageFeed {
+    pub fn set(&self, usage: &crate::usage::Usage) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(usage.clone());
+        }
+    }
+
+    fn read(&self, pick: impl Fn(&crate::usage::Usage) -> f64) -> Option<f64> {
+        self.0.lock().ok().and_then(|slot| slot.as_ref().map(pick))
+    }
+}
+
+/// Observable counters of the try's CPU and memory so far, exported at every periodic
+/// collection, so a try killed outright has still reported what it used until then.
+pub fn observe_usage(meter: &Meter, feed: &UsageFeed, base: &[KeyValue]) {
+    let observed = [
+        (
+            "task_agent.usage.cpu_time",
+            "s",
+            "CPU time of the try so far, user + system",
+            (|u: &crate::usage::Usage| u.cpu_seconds) as fn(&crate::usage::Usage) -> f64,
+        ),
+        (
+            "task_agent.usage.memory_time",
+            "GiBy.s",
+            "Resident memory of the task integrated over time, so far",
+            |u: &crate::usage::Usage| u.memory_gib_seconds,
+        ),
+    ];
+    for (name, unit, description, pick) in observed {
+        let feed = feed.clone();
+        let attributes = base.to_vec();
+        meter
+            .f64_observable_counter(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |observer| {
+                if let Some(value) = feed.read(pick) {
+                    observer.observe(value, &attributes);
+                }
+            })
+            .build();
+    }
+}
+
 /// Records `usage` with `meter`; `base` (the tenant) goes on every data point.
 pub fn record(meter: &Meter, usage: &Usage, base: &[KeyValue]) {
     let with =

@@ -48,6 +48,7 @@ pub struct Telemetry {
     current: CurrentSpan,
     masks: MaskHandle,
     point_attributes: Vec<KeyValue>,
+    usage: metrics::UsageFeed,
 }
 
 impl Telemetry {
@@ -84,6 +85,8 @@ impl Telemetry {
                 masks.clone(),
             )
         });
+        let usage = metrics::UsageFeed::default();
+        let point_attributes = resource::point_attributes(identity);
         let telemetry = Telemetry {
             tracing,
             logger: pipeline
@@ -97,8 +100,12 @@ impl Telemetry {
             pipeline: Some(pipeline),
             current,
             masks,
-            point_attributes: resource::point_attributes(identity),
+            point_attributes,
+            usage,
         };
+        if let Some(meter) = &telemetry.meter {
+            metrics::observe_usage(meter, &telemetry.usage, &telemetry.point_attributes);
+        }
         (telemetry, problems)
     }
 
@@ -131,6 +138,13 @@ impl Telemetry {
         Some(Arc::new(ChildLines::new(logger, span)))
     }
 
+    /// The try's usage so far, for the next periodic metric export.
+    pub fn usage(&self, usage: &crate::usage::Usage) {
+        if self.meter.is_some() {
+            self.usage.set(usage);
+        }
+    }
+
     /// Records the task's metrics and ends its span from the final record, then flushes
     /// everything within `timeout`. Whatever was not delivered by then is dropped with one
     /// warning: the task's end and exit code never depend on the collector.
@@ -138,6 +152,9 @@ impl Telemetry {
         let Some(pipeline) = self.pipeline else {
             return;
         };
+        if let Some(usage) = &record.usage {
+            self.usage.set(usage);
+        }
         if let Some(meter) = &self.meter {
             metrics::record(
                 meter,

@@ -13,7 +13,7 @@ use opentelemetry_otlp::{
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
 use super::config::{Config, Protocol, Signal, Temporality};
@@ -67,9 +67,14 @@ impl Pipeline {
             {
                 Ok(exporter) => {
                     let exporter = Watched::new(exporter, pipeline.failures(Signal::Metrics));
+                    // Usage is exported while the task runs, so a try killed outright has
+                    // still reported most of it; 10 s unless OTEL_METRIC_EXPORT_INTERVAL says.
+                    let reader = PeriodicReader::builder(exporter)
+                        .with_interval(config.metric_interval)
+                        .build();
                     pipeline.metrics = Some(
                         SdkMeterProvider::builder()
-                            .with_periodic_exporter(exporter)
+                            .with_reader(reader)
                             .with_resource(resource.clone())
                             .build(),
                     )
