@@ -39,9 +39,16 @@ impl Location {
     pub fn shown(&self) -> String {
         match self {
             Location::Blob(blob) => blob.url.to_string(),
-            Location::Local(path) => Url::from_file_path(path)
-                .map(String::from)
-                .unwrap_or_else(|()| format!("file://{}", path.display())),
+            Location::Local(path) => {
+                let mut uri = Url::from_file_path(path)
+                    .map(String::from)
+                    .unwrap_or_else(|()| format!("file://{}", path.display()));
+                // A folder keeps its trailing `/`, which the URL form drops.
+                if path.as_os_str().as_encoded_bytes().ends_with(b"/") && !uri.ends_with('/') {
+                    uri.push('/');
+                }
+                uri
+            }
         }
     }
 
