@@ -11,7 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-data_dir = Path(os.environ.get("OUTPUT_DIR", "/data"))
+# /data in the pod. Run by the local runner's process back-end (no container), the pod's /data is
+# the directory $DATA_PLATFORM_LOCAL_ROOT/data of the local run; OUTPUT_DIR overrides both.
+data_dir = Path(os.environ.get("OUTPUT_DIR") or os.environ.get("DATA_PLATFORM_LOCAL_ROOT", "") + "/data")
 data_dir.mkdir(parents=True, exist_ok=True)
 with (data_dir / "valid.csv").open(newline="") as handle:
     rows = list(csv.DictReader(handle))

@@ -16,7 +16,9 @@ if bad:
     print(f"validate: {len(bad)} rows with a negative amount", file=sys.stderr)
     sys.exit(1)
 # A declared output (outputs=["/data/valid.csv"]): the platform uploads it once this script exits 0.
-out_dir = Path(os.environ.get("OUTPUT_DIR", "/data"))
+# /data in the pod. Run by the local runner's process back-end (no container), the pod's /data is
+# the directory $DATA_PLATFORM_LOCAL_ROOT/data of the local run; OUTPUT_DIR overrides both.
+out_dir = Path(os.environ.get("OUTPUT_DIR") or os.environ.get("DATA_PLATFORM_LOCAL_ROOT", "") + "/data")
 out_dir.mkdir(parents=True, exist_ok=True)
 with (out_dir / "valid.csv").open("w", newline="") as handle:
     writer = csv.DictWriter(handle, fieldnames=["id", "amount"])

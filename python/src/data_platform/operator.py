@@ -7,6 +7,9 @@ declared `outputs`, and turns the record into success, skip, fail-without-retry 
 
 Before the pod is built, `execute` resolves inputs that name an upstream task's output into
 `--input` arguments (data_platform.artifacts).
+
+With `[data_platform] local_runner` configured, `execute` runs the same pod on this machine
+instead (data_platform.local) and completes it through the same `cleanup`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ from data_platform.artifacts import (
     recorded_output,
     recorded_outputs,
 )
+from data_platform.local.backends import Backend, backend_for
+from data_platform.local.runner import run_locally
+from data_platform.local.settings import local_settings
 from data_platform.outcome import ContainerEnd, MemoryPlan, Outcome, Verdict, decide
 from data_platform.storage import blob_client, blob_error, mask_sas_signatures, without_query
 from data_platform.trace import trace_environment
@@ -86,6 +92,8 @@ class PlatformPodOperator(KubernetesPodOperator):
         self.data_assets = dict(data_assets or {})
         #: The tenant's storage: the only place a resolved input may point to.
         self.allowed_storage = tuple(allowed_storage)
+        #: The back-end running this try on this machine, when a local runner is configured.
+        self._local: Backend | None = None
 
     @property
     def output(self) -> _OutputXComArg:
@@ -95,7 +103,37 @@ class PlatformPodOperator(KubernetesPodOperator):
 
     def execute(self, context: Context) -> Any:
         self.bind_inputs(context)
-        return super().execute(context)
+        settings = local_settings()
+        if settings is None:
+            return super().execute(context)
+        # Below `execute`: the pod request, the record's reading and the verdict are the
+        # cluster path's own; only creating, watching and deleting the pod are local. Deferral
+        # needs a cluster to watch, so a local try always runs in the worker.
+        self.name = self._set_name(self.name)
+        self._local = backend_for(settings)
+        run_locally(self, context, settings, self._local)
+        return None
+
+    # A local pod has no API server: nothing to label, delete or ask about istio; its
+    # directory is kept for inspection.
+    def process_pod_deletion(self, pod: k8s.V1Pod, *, reraise: bool = True) -> bool:
+        if self._local is not None:
+            return True
+        return bool(super().process_pod_deletion(pod, reraise=reraise))
+
+    def patch_already_checked(self, pod: k8s.V1Pod, *, reraise: bool = True) -> None:
+        if self._local is None:
+            super().patch_already_checked(pod, reraise=reraise)
+
+    def is_istio_enabled(self, pod: k8s.V1Pod) -> bool:
+        return False if self._local is not None else bool(super().is_istio_enabled(pod))
+
+    def on_kill(self) -> None:
+        if self._local is not None:
+            self._killed = True
+            self._local.stop()
+            return
+        super().on_kill()
 
     def bind_inputs(self, context: Context) -> None:
         """Upstream outputs this task reads become `--input PATH=URI#sha256=…` (before the pod is

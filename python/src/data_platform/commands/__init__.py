@@ -14,6 +14,7 @@ from collections.abc import Sequence
 COMMANDS = {
     "validate": "data_platform.commands.validate",
     "stubs": "data_platform.commands.stubs",
+    "run-local": "data_platform.commands.run_local",
 }
 
 
