@@ -117,7 +117,9 @@ pub fn read_response(stream: &mut impl Read, head_only: bool) -> io::Result<Resp
         if let Some(end) = find(&buffer, b"\r\n\r\n") {
             break end;
         }
-        let mut chunk = [0u8; 4096];
+        // One byte at a time: the head's end is not known in advance, and reading past it
+        // would swallow the start of a pipelined response behind this one.
+        let mut chunk = [0u8; 1];
         let read = stream.read(&mut chunk)?;
         if read == 0 {
             return Err(io::Error::new(
