@@ -31,6 +31,7 @@ from data_platform import CustomerDAGFactory, PlatformPodOperator, PlatformTaskF
 from data_platform.artifacts import OUTPUTS_XCOM_KEY
 from data_platform.operator import MEMORY_LIMIT_KEY, RECORD_XCOM_KEY
 from data_platform.sftp_upload import SftpUploadOperator
+from data_platform.units import parse_bytes
 from podsim import (
     ContainerRun,
     complete,
@@ -231,6 +232,16 @@ def test_the_seed_pipeline_runs_end_to_end(
         "map_index": -1,
     }
     assert record["snapshot"]["sha256"] == snapshots["pipeline"].sha256
+    # The size class's requests and limits reached the agent; the try is costed by the policy's prices.
+    assert record["usage"]["requests"] == {"cpu_millicores": 250, "memory_bytes": 512 * 2**20}
+    assert record["usage"]["limits"] == {"cpu_millicores": 1000, "memory_bytes": 2**30}
+    cost = record["cost"]
+    wall = record["usage"]["wall_seconds"]
+    assert cost["usage"]["wall_seconds"] == wall and cost["usage"]["source"] == "record"
+    assert cost["cpu_core_hours"] == pytest.approx(max(0.25 * wall, record["usage"]["cpu_seconds"]) / 3600)
+    assert cost["total"] == pytest.approx(
+        cost["cpu_core_hours"] * 0.031611 + cost["memory_gib_hours"] * 0.004237
+    )
 
     assert [o["path"] for o in ti.xcom[OUTPUTS_XCOM_KEY]] == ["/data/valid.csv"]
     validated = (validate_data / "valid.csv").read_bytes()
@@ -465,6 +476,10 @@ def test_out_of_memory_retries_with_a_raised_limit_up_to_the_size_class_maximum(
         )
         limits.append(pod.spec.containers[0].resources.limits["memory"])
         assert ti.xcom[RECORD_XCOM_KEY]["task"]["try_number"] == try_number
+        # The raised limit is the one the agent reports, and every failed try is costed.
+        usage = ti.xcom[RECORD_XCOM_KEY]["usage"]
+        assert usage["limits"]["memory_bytes"] == parse_bytes(limits[-1], "memory")
+        assert ti.xcom[RECORD_XCOM_KEY]["cost"]["total"] > 0
     assert limits == ["1536Mi", "2304Mi", "3456Mi", "4Gi"]
     assert "already the size class's maximum" in str(error)
 

@@ -162,7 +162,7 @@ The policy file (the format of config/platform-policy.yaml) for the tenants give
 # The platform policy, rendered by the data-platform chart from its values. Read by the
 # Airflow side (DATA_PLATFORM_POLICY_FILE: all of it) and by task-agent (TASK_AGENT_POLICY_FILE:
 # tenants.NAME.allowed_vaults). Change the chart's values, not this file.
-{{ toYaml (dict "platform" $platform "size_classes" $root.Values.policy.size_classes "tenants" $tenants) }}
+{{ toYaml (dict "platform" $platform "size_classes" $root.Values.policy.size_classes "cost" ($root.Values.policy.cost | default dict) "tenants" $tenants) }}
 {{- end }}
 
 {{/* A label selector's YAML, or {} for an empty one. */}}

@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from kubernetes.client import models as k8s
 
 from data_platform import record as records
+from data_platform import telemetry
 from data_platform.agent_command import with_arguments_before_command
 from data_platform.artifacts import (
     OUTPUTS_XCOM_KEY,
@@ -42,13 +44,14 @@ from data_platform.artifacts import (
     recorded_output,
     recorded_outputs,
 )
+from data_platform.cost import CostModel, try_cost, usage_of
 from data_platform.local.backends import Backend, backend_for
 from data_platform.local.runner import run_locally
 from data_platform.local.settings import local_settings
 from data_platform.outcome import ContainerEnd, MemoryPlan, Outcome, Verdict, decide
 from data_platform.storage import blob_client, blob_error, mask_sas_signatures, without_query
 from data_platform.trace import trace_environment
-from data_platform.units import UnitError, format_bytes, parse_bytes
+from data_platform.units import UnitError, format_bytes, parse_bytes, parse_quantity
 
 if TYPE_CHECKING:
     import jinja2
@@ -58,6 +61,13 @@ if TYPE_CHECKING:
 MEMORY_LIMIT_KEY = "data_platform.memory_limit_bytes"
 #: XCom key of the whole record.
 RECORD_XCOM_KEY = "task_result"
+#: The pod's requests and limits, for the record's usage (task-agent's --cpu-request … options).
+USAGE_ENV = {
+    ("requests", "cpu"): "TASK_AGENT_CPU_REQUEST",
+    ("limits", "cpu"): "TASK_AGENT_CPU_LIMIT",
+    ("requests", "memory"): "TASK_AGENT_MEMORY_REQUEST",
+    ("limits", "memory"): "TASK_AGENT_POD_MEMORY_LIMIT",
+}
 
 
 class PlatformPodOperator(KubernetesPodOperator):
@@ -73,6 +83,9 @@ class PlatformPodOperator(KubernetesPodOperator):
         data_inputs: Sequence[Input] = (),
         data_assets: Mapping[str, str] | None = None,
         allowed_storage: Sequence[str] = (),
+        tenant: str | None = None,
+        size_class: str | None = None,
+        cost_model: CostModel | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("do_xcom_push"):
@@ -92,8 +105,13 @@ class PlatformPodOperator(KubernetesPodOperator):
         self.data_assets = dict(data_assets or {})
         #: The tenant's storage: the only place a resolved input may point to.
         self.allowed_storage = tuple(allowed_storage)
+        self.tenant = tenant
+        self.size_class = size_class
+        self.cost_model = cost_model or CostModel()
         #: The back-end running this try on this machine, when a local runner is configured.
         self._local: Backend | None = None
+        #: What this try ended with (record, verdict, cost), for the lineage methods after it.
+        self.try_report: TryReport | None = None
 
     @property
     def output(self) -> _OutputXComArg:
@@ -174,13 +192,15 @@ class PlatformPodOperator(KubernetesPodOperator):
         if container is None:
             return pod
         extra = [k8s.V1EnvVar(name=name, value=value) for name, value in trace_environment(context).items()]
-        container.env = _last_of_each_name([*(container.env or []), *extra])
         raised = self._stored_memory_limit(context)
         limits = (container.resources.limits if container.resources else None) or {}
         current = _bytes_or_none(limits.get("memory"))
         if raised is not None and current is not None and raised > current:
             self.log.info("An earlier try ran out of memory: this try gets %s", format_bytes(raised))
             limits["memory"] = format_bytes(raised)
+        usage = usage_environment(container)
+        extra += [k8s.V1EnvVar(name=name, value=value) for name, value in usage.items()]
+        container.env = _last_of_each_name([*(container.env or []), *extra])
         return pod
 
     def cleanup(
@@ -202,7 +222,43 @@ class PlatformPodOperator(KubernetesPodOperator):
             # "Pod … returned a failure": replaced by the record's verdict below.
             self.log.debug("Base class verdict replaced by the record's: %s", generic)
         outcome = self.outcome_of(remote_pod)
+        self.try_report = self.report_try(remote_pod, outcome, context)
         self.conclude(outcome, context)
+
+    def report_try(self, remote_pod: k8s.V1Pod, outcome: Outcome, context: Context | None) -> TryReport:
+        """The try's cost (every try: failed, retried and killed ones too), counted in the metrics."""
+        found = records.parse(_termination_message(remote_pod, self.base_container_name))
+        data = found.data if isinstance(found, records.Record) else None
+        container = self._base_container(remote_pod)
+        resources = container.resources if container else None
+        requests = (resources.requests if resources else None) or {}
+        terminated = _terminated(remote_pod, self.base_container_name)
+        usage = usage_of(
+            data,
+            requests=(_millicores_or_none(requests.get("cpu")), _bytes_or_none(requests.get("memory"))),
+            started=terminated.started_at if terminated else None,
+            finished=terminated.finished_at if terminated else None,
+        )
+        cost = None
+        if usage is not None:
+            rates = self.cost_model.rates_for(self.size_class)
+            cost = try_cost(usage, rates, self.cost_model.currency)
+        report = TryReport(record=data, verdict=outcome.verdict, message=outcome.message, cost=cost)
+        ti = context.get("ti") if context else None
+        telemetry.record_try(
+            tenant=self.tenant or "",
+            dag_id=self.dag_id,
+            task_id=self.task_id,
+            outcome=outcome.verdict.value,
+            cost=cost,
+        )
+        if cost is not None:
+            self.log.info(
+                "This try cost %.6f %s (%.4f vCPU-hours, %.4f GiB-hours; try %s)",
+                cost["total"], cost["currency"], cost["cpu_core_hours"], cost["memory_gib_hours"],
+                getattr(ti, "try_number", "?"),
+            )  # fmt: skip
+        return report
 
     def outcome_of(self, remote_pod: k8s.V1Pod) -> Outcome:
         message = records.parse(_termination_message(remote_pod, self.base_container_name))
@@ -215,7 +271,8 @@ class PlatformPodOperator(KubernetesPodOperator):
         """Pushes the XCom values and raises what the verdict asks for."""
         ti = context.get("ti") if context else None
         if ti is not None and outcome.record is not None:
-            ti.xcom_push(key=RECORD_XCOM_KEY, value=outcome.record.data)
+            cost = self.try_report.cost if self.try_report else None
+            ti.xcom_push(key=RECORD_XCOM_KEY, value={**outcome.record.data, "cost": cost})
             if outcome.verdict in (Verdict.SUCCESS, Verdict.SKIP):
                 ti.xcom_push(key="return_value", value=self._return_value(outcome))
             if outcome.verdict is Verdict.SUCCESS and self.data_outputs:
@@ -293,6 +350,29 @@ class PlatformPodOperator(KubernetesPodOperator):
         return next((c for c in containers if c.name == self.base_container_name), None)
 
 
+@dataclass(frozen=True)
+class TryReport:
+    """One try as the operator saw it end."""
+
+    #: The agent's record (a provisional one for a killed try), or None.
+    record: dict[str, Any] | None
+    verdict: Verdict
+    message: str
+    #: data_platform.cost.try_cost, or None when neither a record nor the pod said how long it ran.
+    cost: dict[str, Any] | None
+
+
+def usage_environment(container: k8s.V1Container) -> dict[str, str]:
+    """The container's requests and limits (the raised memory limit included) for the agent."""
+    resources = container.resources
+    environment = {}
+    for (kind, resource), name in USAGE_ENV.items():
+        values = (getattr(resources, kind, None) if resources else None) or {}
+        if values.get(resource) is not None:
+            environment[name] = str(values[resource])
+    return environment
+
+
 def container_end(pod: k8s.V1Pod, container_name: str) -> ContainerEnd | None:
     """The container's `state.terminated`, or None while it has not ended."""
     statuses = (pod.status.container_statuses if pod.status else None) or []
@@ -336,6 +416,21 @@ def _last_of_each_name(env: list[k8s.V1EnvVar]) -> list[k8s.V1EnvVar]:
     for variable in env:
         chosen[variable.name] = variable
     return list(chosen.values())
+
+
+def _terminated(pod: k8s.V1Pod, container_name: str) -> k8s.V1ContainerStateTerminated | None:
+    statuses = (pod.status.container_statuses if pod.status else None) or []
+    status = next((s for s in statuses if s.name == container_name), None)
+    return status.state.terminated if status and status.state else None
+
+
+def _millicores_or_none(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return round(parse_quantity(str(value), "cpu") * 1000)
+    except UnitError:
+        return None
 
 
 def _termination_message(pod: k8s.V1Pod, container_name: str) -> str | None:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from data_platform.cost import CostModel, Rates
 from data_platform.units import UnitError, parse_bytes, parse_duration, parse_quantity
 
 #: Where the chart mounts the policy in Airflow's pods; unset, the example in the repository.
@@ -95,6 +96,8 @@ class PlatformPolicy:
     images: Mapping[str, str]
     size_classes: Mapping[str, SizeClass]
     tenants: Mapping[str, Tenant]
+    #: Prices of a try's CPU and memory (data_platform.cost); OpenCost's defaults unless set.
+    cost: CostModel = field(default_factory=CostModel)
     #: Where the file came from, for messages.
     origin: str = field(default="<policy>", compare=False)
 
@@ -154,6 +157,8 @@ _PLATFORM_FIELDS = (
     "agent_path", "default_image", "images",
 )  # fmt: skip
 _SIZE_CLASS_FIELDS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit", "max_memory")
+_COST_FIELDS = ("currency", "cpu_hour", "memory_gib_hour", "size_classes")
+_RATE_FIELDS = ("cpu_hour", "memory_gib_hour")
 _TENANT_FIELDS = (
     "namespace", "service_account", "allowed_vaults", "storage", "size_classes", "images", "max_retries",
     "artifacts", "artifact_retention",
@@ -207,6 +212,7 @@ def parse_policy(document: Any, origin: str) -> PlatformPolicy:
             str(name): _tenant(reader, str(name), spec, size_classes, images)
             for name, spec in reader.mapping(root.get("tenants"), "tenants").items()
         },
+        cost=_cost(reader, root.get("cost"), size_classes),
         origin=origin,
     )
     _check_consistent(policy)
@@ -252,6 +258,31 @@ def _size_class(reader: _Reader, name: str, spec: Any) -> SizeClass:
     if quantity(size.memory_limit, where) > quantity(size.max_memory, where):
         raise PolicyError(f"{reader.origin}: {where}: memory_limit is above max_memory; raise max_memory")
     return size
+
+
+def _cost(reader: _Reader, spec: Any, size_classes: Mapping[str, SizeClass]) -> CostModel:
+    values = reader.mapping(spec, "cost", known=_COST_FIELDS)
+    default = _rates(reader, values, "cost", Rates())
+    per_class = {}
+    for name, rates in reader.mapping(values.get("size_classes"), "cost.size_classes").items():
+        where = f"cost.size_classes.{name}"
+        if str(name) not in size_classes:
+            raise PolicyError(
+                f"{reader.origin}: {where}: {name!r} is not a size class (known: {', '.join(size_classes)})"
+            )
+        values_of_class = reader.mapping(rates, where, known=_RATE_FIELDS)
+        per_class[str(name)] = _rates(reader, values_of_class, where, default)
+    currency = reader.text(values.get("currency", "USD"), "cost.currency")
+    return CostModel(currency=currency, default=default, size_classes=per_class)
+
+
+def _rates(reader: _Reader, values: Mapping[str, Any], where: str, fallback: Rates) -> Rates:
+    return Rates(
+        cpu_hour=reader.price(values.get("cpu_hour", fallback.cpu_hour), f"{where}.cpu_hour"),
+        memory_gib_hour=reader.price(
+            values.get("memory_gib_hour", fallback.memory_gib_hour), f"{where}.memory_gib_hour"
+        ),
+    )
 
 
 def _tenant(
@@ -388,6 +419,11 @@ class _Reader:
     def factor(self, value: Any, where: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
             raise self.fail(where, "a number, 1 or more", value)
+        return float(value)
+
+    def price(self, value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise self.fail(where, "a price, 0 or more (currency units per hour)", value)
         return float(value)
 
     def duration(self, value: Any, where: str) -> timedelta:

@@ -62,7 +62,7 @@ _POD_TASK_FIELDS = frozenset(
         "container_resources", "labels", "pod_template_file", "pod_template_dict", "full_pod_spec",
         "init_containers", "hostnetwork", "security_context", "container_security_context",
         "execution_timeout", "active_deadline_seconds", "termination_grace_period",
-        "skip_exit_codes", "oom_memory_factor", "max_memory",
+        "skip_exit_codes", "oom_memory_factor", "max_memory", "tenant", "size_class", "cost_model",
     }
 )  # fmt: skip
 #: Pod settings a task may choose beyond Airflow's own operator arguments: how Airflow waits for
@@ -197,6 +197,9 @@ class PlatformTaskFactory:
             data_inputs=data_inputs,
             data_assets=assets,
             allowed_storage=tenant.owned_storage,
+            tenant=tenant.name,
+            size_class=size_class.name,
+            cost_model=policy.cost,
             **operator_kwargs,
         )
         self._depend_on_named_outputs(where, operator, data_inputs)
