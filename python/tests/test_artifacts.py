@@ -107,6 +107,12 @@ def test_a_task_without_data_declarations_gets_no_data_arguments(tasks):
         (["/data/a=b.csv"], ["outputs[0]:", "'=', '#', ','", "rename the file"]),
         (["/data/../etc/passwd"], ["outputs[0]:", "without '..'", "for example /data/out.csv"]),
         (["/"], ["outputs[0]:", "must name a file or directory"]),
+        (["/out.csv"], ["outputs[0]:", "'/out.csv' is directly under /", "read-only", "e.g. /data/out.csv"]),
+        (["/etc/out.csv"], ["outputs[0]:", "'/etc/out.csv' is under /etc", "e.g. /data/out.csv"]),
+        (["/proc"], ["outputs[0]:", "'/proc' is under /proc", "a directory of your own"]),
+        (["/run/secrets/token"], ["outputs[0]:", "under /run/secrets", "e.g. /data/token"]),
+        (["/var/run/x.pid"], ["outputs[0]:", "under /var/run", "e.g. /data/x.pid"]),
+        (["/usr/local/out"], ["outputs[0]:", "under /usr"]),
         (["/data/out.csv", "/data//out.csv"], ["outputs[1]:", "declared twice", "declare each output once"]),
         ([Output("/data/out.csv", optional=True, asset=True)], ["outputs[0]:", "both optional and an asset"]),
         ([Output("/data/out.csv", archive="yes")], ["outputs[0]:", "archive='yes' must be True or False"]),  # type: ignore[arg-type]
@@ -155,6 +161,9 @@ def test_a_static_blob_input_of_the_tenants_storage_is_passed_with_its_options(t
          ["inputs[0]:", "is a blob URI", "inputs={'/data/in.csv': "]),
         ({"/data/in.csv": 3}, ["inputs['/data/in.csv']:", "expected a list of paths, or a mapping"]),
         ("/data/in.csv", ["inputs:", "expected a list of paths"]),
+        ({"/etc/app.conf": f"{SNAPSHOT}#sha256={SHA}"}, ["inputs['/etc/app.conf']:", "under /etc",
+                                                         "e.g. /data/app.conf"]),
+        (["/in.csv"], ["inputs[0]:", "directly under /", "e.g. /data/in.csv"]),
     ],
 )  # fmt: skip
 def test_bad_or_foreign_inputs_fail_at_parse_time_naming_the_field(tasks, inputs, expected):
@@ -232,9 +241,10 @@ def test_output_is_still_airflows_xcomarg_and_names_only_declared_outputs(tasks)
 
 
 def test_an_output_of_another_dags_task_cannot_be_read_by_name():
-    ref = tasks_for(dag_id="other").aks_python("t", SNAPSHOT, "t.py", outputs=["/o.csv"]).output("/o.csv")
+    other = tasks_for(dag_id="other").aks_python("t", SNAPSHOT, "t.py", outputs=["/data/o.csv"])
+    ref = other.output("/data/o.csv")
     with pytest.raises(PolicyError, match="is a task of DAG 'other'"):
-        tasks_for().aks_python("report", SNAPSHOT, "report.py", inputs={"/in.csv": ref})
+        tasks_for().aks_python("report", SNAPSHOT, "report.py", inputs={"/data/in.csv": ref})
 
 
 def test_a_bare_input_no_upstream_task_declares_fails_at_parse_time(tasks):

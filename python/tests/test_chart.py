@@ -679,7 +679,14 @@ POD_TASKS: dict[str, Callable[[], PlatformPodOperator]] = {
         secret_files={"certs/client.pem": "shared-kv/client-cert"},
     ),
     "user3 small": lambda: tasks("user3").aks_python("small", USER3_SNAPSHOT, "job.py", timeout="20m"),
+    # Declared paths: /data and /out need volumes; /tmp, /airflow/xcom and relative ones have one.
+    "user1 declared data": lambda: tasks("user1").aks_python(
+        "declared", USER1_SNAPSHOT, "job.py", outputs=["/data/out.csv", "/out/report", "/tmp/x.csv",
+        "/airflow/xcom/y.json", "rel/z.csv"], inputs={"/data/in.csv": f"{USER1_SNAPSHOT}#sha256={SHA}"},
+    ),
 }  # fmt: skip
+#: The volumes the operator adds for "user1 declared data" (data_platform.pod_paths).
+DECLARED_MOUNTS = {"/data": "declared-data", "/out": "declared-out"}
 MERGE_VARIANTS = ["example", "init-container", "host-path-cache", "no-cache-no-telemetry"]
 
 
@@ -735,8 +742,13 @@ def test_the_merged_pod_keeps_the_template_and_the_operators_settings(rendered, 
     assert spec["securityContext"] == tspec["securityContext"]
     assert spec["automountServiceAccountToken"] is False and spec["enableServiceLinks"] is False
     assert spec.get("initContainers", []) == tspec.get("initContainers", [])
-    assert spec["volumes"] == tspec["volumes"], "the operator adds no volume"
-    assert base["volumeMounts"] == tbase["volumeMounts"], "the operator adds no mount"
+    # The operator adds only a writable emptyDir at each declared path's top directory that no
+    # volume of the template holds; the read-only root stays.
+    declared = DECLARED_MOUNTS if name == "user1 declared data" else {}
+    added = [{"name": volume, "emptyDir": {}} for volume in declared.values()]
+    assert spec["volumes"] == [*tspec["volumes"], *added]
+    mounts = [{"name": volume, "mountPath": path} for path, volume in declared.items()]
+    assert base["volumeMounts"] == [*tbase["volumeMounts"], *mounts]
     assert len({m["mountPath"] for m in base["volumeMounts"]}) == len(base["volumeMounts"])
     # The operator's: namespace, identity, image, command, arguments, resources, clocks.
     tenant = op.labels["data-platform.io/tenant"]

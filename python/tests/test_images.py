@@ -406,12 +406,9 @@ def test_the_seed_validate_task_runs_in_the_images_as_the_charts_pod(
     else:
         assert inits == [] and base["command"] == ["/usr/local/bin/task-agent"]
 
-    # The pod's own /data: validate writes its declared output there. The chart's pod template
-    # has no /data volume (the root file system is read-only), so the test gives the pod one.
-    data = tmp_path / "pod-data"
-    data.mkdir()
-    os.chown(data, 0, NONROOT)
-    data.chmod(0o2777)
+    # validate writes its declared output /data/valid.csv: the root file system is read-only, so
+    # the operator gave the pod a writable emptyDir at /data (data_platform.pod_paths).
+    assert {"name": "declared-data", "mountPath": "/data"} in base["volumeMounts"]
     pod_policy = with_azurite(policy_text(docs, TENANT_NAMESPACE), azurite, artifacts)
     results, run = run_pod(
         images, manifest, tmp_path / "pod",
@@ -419,7 +416,7 @@ def test_the_seed_validate_task_runs_in_the_images_as_the_charts_pod(
         config_maps={"data-platform-policy": {"platform-policy.yaml": pod_policy}},
         # On AKS the pod's workload identity reaches the tenant's storage; here Azurite's key.
         extra_env={"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string},
-        extra_mounts={"/data": data},
+        extra_mounts={},
     )  # fmt: skip
 
     assert run.exit_code == 0, run.logs
@@ -447,7 +444,7 @@ def test_the_seed_validate_task_runs_in_the_images_as_the_charts_pod(
     assert ti.xcom[RECORD_XCOM_KEY]["status"] == "succeeded"
     # The declared output went from the pod's /data to the run's artifacts, digest and all.
     (output,) = ti.xcom[OUTPUTS_XCOM_KEY]
-    written = (data / "valid.csv").read_bytes()
+    written = (tmp_path / "pod" / "volumes" / "declared-data" / "valid.csv").read_bytes()
     assert output["path"] == "/data/valid.csv" and output["sha256"] == sha256(written)
     assert output["uri"].startswith(f"{azurite.endpoint}/{artifacts}/")
     container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(

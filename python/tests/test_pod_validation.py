@@ -274,3 +274,42 @@ def test_a_sas_in_the_snapshot_url_is_masked_in_the_rendered_fields():
     assert USER1_SNAPSHOT in rendered
     assert signature not in rendered
     assert "Zm9vYmFy+c2VjcmV0=" not in rendered
+
+
+# --- Declared paths get a writable volume ------------------------------------------------------------
+
+
+SEED_DECLARED = {"user1_pipeline.validate": ["/data/valid.csv"],
+                 "user1_pipeline.transform": ["/data/out.csv", "/data/valid.csv"]}  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "paths"), SEED_DECLARED.items())
+def test_the_seeds_pod_mounts_a_writable_volume_at_data(manifests, name, paths):
+    """The root file system is read-only: the seed's /data/… outputs and inputs need a volume."""
+    manifest = manifests[name]
+    spec, container = manifest["spec"], base_container(manifest)
+    assert {"name": "declared-data", "mountPath": "/data"} in container["volumeMounts"]
+    assert {"name": "declared-data", "emptyDir": {}} in spec["volumes"], "no sizeLimit: the policy sets none"
+    assert [m["mountPath"] for m in container["volumeMounts"]].count("/data") == 1, "one for both paths"
+    args = container["args"]
+    declared = [
+        args[i + 1].split("=", 1)[0] for i, word in enumerate(args) if word in ("--output", "--input")
+    ]
+    assert sorted(declared) == sorted(paths)
+    assert kubernetes_validate.validate(manifest, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_a_task_without_declarations_gets_no_extra_volume(manifests):
+    assert not manifests["plain"]["spec"].get("volumes")
+    assert not base_container(manifests["plain"]).get("volumeMounts")
+
+
+def test_every_try_gets_the_same_volume_once():
+    op = factory("user1").aks_python("twice", USER1_SNAPSHOT, "job.py", outputs=["/data/a.csv", "/data/b"])
+    first = as_manifest(render(op, context_for(op)))
+    second = as_manifest(render(op, context_for(op, try_number=2)))
+    assert (
+        first["spec"]["volumes"] == second["spec"]["volumes"] == [{"name": "declared-data", "emptyDir": {}}]
+    )
+    assert base_container(first)["volumeMounts"] == base_container(second)["volumeMounts"]
+    assert op.volumes == [] and op.volume_mounts == [], "added to each pod, not to the operator"

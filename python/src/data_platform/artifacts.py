@@ -24,6 +24,7 @@ from urllib.parse import quote
 from airflow.sdk.exceptions import AirflowFailException
 
 from data_platform.agent_command import check_storage
+from data_platform.pod_paths import check_pod_path
 from data_platform.policy import PolicyError, Tenant
 from data_platform.storage import storage_violation, without_query
 
@@ -166,6 +167,7 @@ def parse_outputs(outputs: Iterable[str | Output] | None) -> tuple[Output, ...]:
             if not isinstance(getattr(entry, flag), bool):
                 raise PolicyError(f"{field}: {flag}={getattr(entry, flag)!r} must be True or False")
         path = check_path(entry.path, field)
+        check_pod_path(path, field)
         if entry.optional and entry.asset:
             raise PolicyError(
                 f"{field}: {path!r} is both optional and an asset; Airflow records the asset event "
@@ -201,6 +203,7 @@ def parse_inputs(
     checked: dict[str, Input] = {}
     for path, source, field in pairs:
         path = check_path(path, field)
+        check_pod_path(path, field)
         if path in checked:
             raise PolicyError(f"{field}: {path!r} is read twice; give each input path once")
         checked[path] = Input(path, _source(source, field, tenant))

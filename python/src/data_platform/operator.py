@@ -49,6 +49,7 @@ from data_platform.local.backends import Backend, backend_for
 from data_platform.local.runner import run_locally
 from data_platform.local.settings import local_settings
 from data_platform.outcome import ContainerEnd, MemoryPlan, Outcome, Verdict, decide
+from data_platform.pod_paths import add_declared_volumes
 from data_platform.storage import blob_client, blob_error, mask_sas_signatures, without_query
 from data_platform.trace import trace_environment
 from data_platform.units import UnitError, format_bytes, parse_bytes, parse_quantity
@@ -201,6 +202,9 @@ class PlatformPodOperator(KubernetesPodOperator):
         usage = usage_environment(container)
         extra += [k8s.V1EnvVar(name=name, value=value) for name, value in usage.items()]
         container.env = _last_of_each_name([*(container.env or []), *extra])
+        # The root file system is read-only: a declared path gets a writable volume (pod_paths).
+        declared = [*(output.path for output in self.data_outputs), *(item.path for item in self.data_inputs)]
+        add_declared_volumes(pod, container, declared)
         return pod
 
     def cleanup(

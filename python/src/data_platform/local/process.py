@@ -2,12 +2,13 @@
 
 It needs nothing but the task-agent binary. What a container would give is stood in for:
 
-- **File system.** The pod's own paths (its volume mounts, /workspace, /tmp, /run/secrets,
-  /airflow/xcom, the termination message file, and the top directory of every declared input
-  and output, e.g. /data) are directories under this try's directory, and the agent's options
-  and `TASK_AGENT_*` settings that name them are pointed there: the one change to the pod's
-  command line. The task's own code sees the rest of the machine, so a script that writes an
-  absolute path of its own finds its directory in `DATA_PLATFORM_LOCAL_ROOT` (unset in a pod).
+- **File system.** The pod's own paths (its volume mounts, among them the one the operator adds
+  at the top directory of each declared input and output, e.g. /data; /workspace, /tmp,
+  /run/secrets, /airflow/xcom; the termination message file) are directories under this try's
+  directory, and the agent's options and `TASK_AGENT_*` settings that name them are pointed
+  there: the one change to the pod's command line. The task's own code sees the rest of the
+  machine, so a script that writes an absolute path of its own finds its directory in
+  `DATA_PLATFORM_LOCAL_ROOT` (unset in a pod).
 - **Memory.** There is no container cgroup: the agent gets the soft limit it would derive from
   the pod's memory limit (`TASK_AGENT_MEMORY_LIMIT`, the same headroom rule), and enforces it
   on the summed RSS of the task's processes as it does in a pod.
@@ -78,13 +79,10 @@ class PodFileSystem:
 
 
 def pod_file_system(pod: LocalPod, directory: Path) -> PodFileSystem:
+    # The pod's mounts hold every declared path: the operator mounts a volume at the top
+    # directory of each one no other volume holds (data_platform.pod_paths).
     roots = [*POD_PATHS, *(mount.path for mount in pod.mounts)]
     roots.append(str(PurePosixPath(pod.termination_message_path).parent))
-    for index, word in enumerate(pod.argv[:-1]):
-        if word in DATA_OPTIONS:
-            path = _data_path(pod.argv[index + 1])
-            if path.startswith("/") and len(PurePosixPath(path).parts) > 1:
-                roots.append(str(PurePosixPath(*PurePosixPath(path).parts[:2])))
     return PodFileSystem(directory, roots)
 
 
