@@ -19,3 +19,20 @@ fn a_successful_task_leaves_a_valid_record_with_its_return_value() {
     assert_eq!(record["task"]["dag_id"], "user1_pipeline");
     assert_eq!(record["task"]["try_number"], 2);
 }
+
+#[test]
+fn a_record_forged_by_the_task_is_overwritten_by_the_agents_own() {
+    let task = Task::new();
+    // The task knows where the record goes (in a pod, /dev/termination-log) and writes a
+    // success there, from itself and from a process it leaves behind, then fails.
+    let forged = r#"{"version":1,"status":"succeeded","exit_code":0}"#;
+    let script = format!(
+        "echo '{forged}' > '{path}'; (sleep 0.3; echo '{forged}' > '{path}') & exit 3",
+        path = task.result_file().display()
+    );
+    let output = task.run_sh(&[], &script);
+    assert_exit_code(&output, 3);
+    let record = task.record();
+    assert_eq!(record["status"], "failed", "{record:#}");
+    assert_eq!(record["exit_code"], 3);
+}
