@@ -115,3 +115,15 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory, ssh_keys: dict[str, Ss
     """A real OpenSSH sshd on a loopback port that accepts ssh_keys["user"]."""
     with running_sshd(tmp_path_factory.mktemp("sshd"), ssh_keys["host"], [ssh_keys["user"]]) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def metric_reader():
+    """The process's MeterProvider, read in memory (the API allows setting it once per process)."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    return reader

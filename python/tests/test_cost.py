@@ -113,18 +113,6 @@ def test_a_wrong_price_names_its_field(cost, message):
         parse(changed("cost", cost))
 
 
-@pytest.fixture(scope="session")
-def metric_reader():
-    """The process's MeterProvider, read in memory (the API allows setting it once per process)."""
-    from opentelemetry import metrics
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-    reader = InMemoryMetricReader()
-    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
-    return reader
-
-
 def points(reader, name: str) -> dict[tuple[tuple[str, object], ...], float]:
     found = {}
     data = reader.get_metrics_data()

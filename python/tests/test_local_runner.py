@@ -25,6 +25,7 @@ import yaml
 from azure.storage.blob import BlobServiceClient
 
 from conftest import POLICY_FILE, REPO, Azurite
+from lineage_events import transport_env
 from test_simulation import SCENARIOS
 
 CLI = Path(sys.executable).parent / "data-platform"
@@ -111,6 +112,7 @@ tasks.aks_python("fail", code, "fail.py", retries=0)
 tasks.aks_python("timeout", code, "sleep.py", timeout="{timeout}", retries=0)
 tasks.aks_python("hog", code, "hog.py")
 tasks.aks_python("unreachable", down, "ok.py")
+tasks.aks_python("parent", code, "parent.py")
 '''
 
 
@@ -147,7 +149,9 @@ def test_outcomes_through_the_local_runner_match_the_simulation(
              "SCENARIOS_SHA256": packed.stdout.split()[0], "AZURITE_PORT": str(azurite.port),
              "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
              # As the simulation: an unreachable snapshot gives up after 2 s, not 30.
-             "TASK_AGENT_SNAPSHOT_RETRY_BUDGET": "2s"},
+             "TASK_AGENT_SNAPSHOT_RETRY_BUDGET": "2s",
+             # The same run emits OpenLineage (test_lineage.check_outcome_lineage checks it).
+             **transport_env(tmp_path / "events.jsonl")},
     )  # fmt: skip
     out = done.stdout
     assert done.returncode == 1, out + done.stderr
@@ -186,3 +190,8 @@ def test_outcomes_through_the_local_runner_match_the_simulation(
         record = record_of(path)
         assert (record["error"]["kind"], record["retryable"]) == ("snapshot_unavailable", True)
     assert "reason: snapshot_unavailable" in out
+
+    # Every try's lineage: FAIL events for the failed and retried ones, each costed.
+    from test_lineage import check_outcome_lineage
+
+    check_outcome_lineage(tmp_path / "events.jsonl", dag_id, out)

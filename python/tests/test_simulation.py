@@ -67,6 +67,12 @@ SCENARIOS = {
         "digest = hashlib.sha256((data / 'today.csv').read_bytes()).hexdigest()\n"
         "json.dump({'files': files, 'sha256': digest}, open(os.environ['TASK_AGENT_RETURN_FILE'], 'w'))\n"
     ),
+    "parent.py": (
+        "import json, os\n"
+        "env = os.environ.get\n"
+        "seen = {'parent_id': env('OPENLINEAGE_PARENT_ID'), 'context': env('OPENLINEAGE_CONTEXT')}\n"
+        "json.dump(seen, open(os.environ['TASK_AGENT_RETURN_FILE'], 'w'))\n"
+    ),
     "big_return.py": (
         "import json, os\n"
         "json.dump({'rows': list(range(3000))}, open(os.environ['TASK_AGENT_RETURN_FILE'], 'w'))\n"

@@ -28,8 +28,8 @@ from airflow.sdk.definitions.xcom_arg import PlainXComArg
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from kubernetes.client import models as k8s
 
+from data_platform import lineage, telemetry
 from data_platform import record as records
-from data_platform import telemetry
 from data_platform.agent_command import with_arguments_before_command
 from data_platform.artifacts import (
     OUTPUTS_XCOM_KEY,
@@ -57,6 +57,8 @@ from data_platform.units import UnitError, format_bytes, parse_bytes, parse_quan
 if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import Context
+
+    from data_platform.lineage import OperatorLineage
 
 #: The task state store key (shared by all tries of a task instance) for the raised memory limit.
 MEMORY_LIMIT_KEY = "data_platform.memory_limit_bytes"
@@ -113,6 +115,9 @@ class PlatformPodOperator(KubernetesPodOperator):
         self._local: Backend | None = None
         #: What this try ended with (record, verdict, cost), for the lineage methods after it.
         self.try_report: TryReport | None = None
+        #: The try's lineage, built when it ended (get_openlineage_facets_on_complete/_on_failure).
+        self._end_lineage: OperatorLineage | None = None
+        self._recorded: list[RecordedOutput] = []
 
     @property
     def output(self) -> _OutputXComArg:
@@ -201,6 +206,8 @@ class PlatformPodOperator(KubernetesPodOperator):
             limits["memory"] = format_bytes(raised)
         usage = usage_environment(container)
         extra += [k8s.V1EnvVar(name=name, value=value) for name, value in usage.items()]
+        parent = self._lineage_parent(context)
+        extra += [k8s.V1EnvVar(name=name, value=value) for name, value in parent.items()]
         container.env = _last_of_each_name([*(container.env or []), *extra])
         # The root file system is read-only: a declared path gets a writable volume (pod_paths).
         declared = [*(output.path for output in self.data_outputs), *(item.path for item in self.data_inputs)]
@@ -247,14 +254,21 @@ class PlatformPodOperator(KubernetesPodOperator):
         if usage is not None:
             rates = self.cost_model.rates_for(self.size_class)
             cost = try_cost(usage, rates, self.cost_model.currency)
-        report = TryReport(record=data, verdict=outcome.verdict, message=outcome.message, cost=cost)
         ti = context.get("ti") if context else None
+        # A retry verdict on the last try is the task's failure: Airflow has no retry left to give.
+        label = outcome.verdict.value
+        try_number = getattr(ti, "try_number", None)
+        if (
+            outcome.verdict is Verdict.RETRY
+            and isinstance(try_number, int)
+            and try_number > (self.retries or 0)
+        ):
+            label = "fail"
+        report = TryReport(
+            record=data, verdict=outcome.verdict, message=outcome.message, cost=cost, outcome=label
+        )
         telemetry.record_try(
-            tenant=self.tenant or "",
-            dag_id=self.dag_id,
-            task_id=self.task_id,
-            outcome=outcome.verdict.value,
-            cost=cost,
+            tenant=self.tenant or "", dag_id=self.dag_id, task_id=self.task_id, outcome=label, cost=cost
         )
         if cost is not None:
             self.log.info(
@@ -281,8 +295,10 @@ class PlatformPodOperator(KubernetesPodOperator):
                 ti.xcom_push(key="return_value", value=self._return_value(outcome))
             if outcome.verdict is Verdict.SUCCESS and self.data_outputs:
                 outputs = self._recorded_outputs(outcome.record)
+                self._recorded = list(outputs)
                 ti.xcom_push(key=OUTPUTS_XCOM_KEY, value=[output.as_xcom() for output in outputs])
                 self._describe_asset_events(outputs, context)
+        self._end_lineage = self._guarded_lineage("end", lambda: self._lineage_at_end(context))
         if outcome.verdict is Verdict.SUCCESS:
             self.log.info("%s", outcome.message)
             return
@@ -295,6 +311,82 @@ class PlatformPodOperator(KubernetesPodOperator):
             if store is not None:
                 store.set(MEMORY_LIMIT_KEY, outcome.next_memory_limit)
         raise AirflowException(outcome.message)
+
+    # OpenLineage (data_platform.lineage): the provider's listener calls these around each try.
+    def get_openlineage_facets_on_start(self) -> OperatorLineage:
+        return self._guarded_lineage("start", self._lineage_at_start)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        return self._end_lineage or self._guarded_lineage("end", lambda: self._lineage_at_end(None))
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
+        return self.get_openlineage_facets_on_complete(task_instance)
+
+    def _guarded_lineage(self, stage: str, build: Any) -> OperatorLineage:
+        return lineage.guarded(build, tenant=self.tenant or "", dag_id=self.dag_id, task_id=self.task_id,
+                               stage=stage, logger=self.log)  # fmt: skip
+
+    def _job_facets(self) -> dict[str, Any]:
+        dag = getattr(self, "_dag", None)
+        tags = (getattr(dag, "tags", None) or ()) if dag is not None else ()
+        return lineage.job_facets(
+            tenant=self.tenant or "", owner=str(self.owner), tags=tags, snapshot=self._snapshot(),
+            job_type="PLATFORM_POD_TASK",
+        )  # fmt: skip
+
+    def _snapshot(self) -> tuple[str, str | None] | None:
+        """The snapshot that ran (the record's, with its sha256), else the one the task names."""
+        recorded = (self.try_report.record or {}).get("snapshot") if self.try_report else None
+        if isinstance(recorded, dict):
+            return str(recorded["source"]), str(recorded["sha256"])
+        arguments = list(self.arguments or [])
+        if "--snapshot" not in arguments:
+            return None
+        uri = str(arguments[arguments.index("--snapshot") + 1])
+        sha = (
+            arguments[arguments.index("--snapshot-sha256") + 1] if "--snapshot-sha256" in arguments else None
+        )
+        return without_query(uri), (str(sha) if sha else None)
+
+    def _static_inputs(self) -> list[Any]:
+        return [lineage.input_dataset(item.source.uri) for item in self.data_inputs
+                if isinstance(item.source, BlobInput)]  # fmt: skip
+
+    def _lineage_at_start(self) -> OperatorLineage:
+        return lineage.lineage(self._static_inputs(), job=self._job_facets())
+
+    def _lineage_at_end(self, context: Context | None) -> OperatorLineage:
+        report = self.try_report
+        record = report.record if report else None
+        inputs = [lineage.input_dataset(entry["uri"], entry) for entry in (record or {}).get("inputs") or []]
+        if not inputs:
+            inputs = self._static_inputs()
+        entries = (record or {}).get("outputs") or [output.as_xcom() for output in self._recorded]
+        outputs = [lineage.output_dataset(entry["uri"], entry) for entry in entries]
+        ti = context.get("ti") if context else None
+        run = {}
+        if report is not None:
+            run = lineage.run_facets(
+                tenant=self.tenant or "", dag_id=self.dag_id, task_id=self.task_id,
+                size_class=self.size_class, verdict=report.outcome,
+                message=report.message, record=record, cost=report.cost,
+                try_number=getattr(ti, "try_number", None),
+                failed=report.verdict in (Verdict.RETRY, Verdict.FAIL),
+            )  # fmt: skip
+        return lineage.lineage(inputs, outputs, run=run, job=self._job_facets())
+
+    def _lineage_parent(self, context: Context | None) -> dict[str, str]:
+        """OPENLINEAGE_CONTEXT and OPENLINEAGE_PARENT_ID for the pod, or nothing (counted, logged once)."""
+        ti = context.get("ti") if context else None
+        if ti is None:
+            return {}
+        try:
+            return lineage.parent_environment(ti)
+        except Exception as error:
+            self.log.warning("OpenLineage: no parent run for the pod (%s: %s)", type(error).__name__, error)
+            telemetry.lineage_failed(tenant=self.tenant or "", dag_id=self.dag_id, task_id=self.task_id,
+                                     stage="parent", reason=type(error).__name__)  # fmt: skip
+            return {}
 
     def _return_value(self, outcome: Outcome) -> Any:
         record = outcome.record
@@ -364,6 +456,8 @@ class TryReport:
     message: str
     #: data_platform.cost.try_cost, or None when neither a record nor the pod said how long it ran.
     cost: dict[str, Any] | None
+    #: success, skip, retry (another try follows) or fail (none does): retry and fail are waste.
+    outcome: str = ""
 
 
 def usage_environment(container: k8s.V1Container) -> dict[str, str]:

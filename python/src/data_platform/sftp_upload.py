@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 
+from data_platform import lineage
 from data_platform.artifacts import BlobInput, Input, RecordedOutput, producer_of, recorded_output
 from data_platform.sources import BlobSource, LocalSource, parse_source, source_chunks
 from data_platform.storage import mask_sas_signatures
@@ -35,6 +36,8 @@ from data_platform.storage import mask_sas_signatures
 if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import Context
+
+    from data_platform.lineage import OperatorLineage
 
 
 def _check_remote_path(remote_path: object) -> str:
@@ -167,9 +170,16 @@ class SftpUploadOperator(BaseOperator):
         sftp_conn_id: str,
         allowed_storage: Sequence[str] = (),
         data_inputs: Sequence[Input] = (),
+        tenant: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.tenant = tenant
+        #: What this try learnt, for its lineage: the source's location, the server, what was sent.
+        self._lineage_source: str | None = None
+        self._lineage_server: tuple[str, int] | None = None
+        self._lineage_sent: dict[str, Any] | None = None
+        self._lineage_verified = False
         self.data_inputs = tuple(data_inputs)
         self.source = source
         self.remote_path = remote_path
@@ -193,6 +203,10 @@ class SftpUploadOperator(BaseOperator):
             source = parse_source(self.source, self.allowed_storage)
         else:
             source = BlobSource(uri=upstream.uri, display=upstream.uri)
+        self._lineage_verified = upstream is not None
+        self._lineage_source = (
+            source.path.resolve().as_uri() if isinstance(source, LocalSource) else source.display
+        )
         remote_path = _check_remote_path(self.remote_path)
 
         with ExitStack() as stack:
@@ -202,6 +216,7 @@ class SftpUploadOperator(BaseOperator):
                 sftp, chunks, remote_path, server, expected_sha256=upstream.sha256 if upstream else None
             )
 
+        self._lineage_sent = {"bytes": size, "files": 1, "sha256": sha256}
         self.log.info(
             "Uploaded %d bytes (sha256 %s) from %s to %s on %s in %.2f s",
             size,
@@ -212,6 +227,41 @@ class SftpUploadOperator(BaseOperator):
             time.monotonic() - started,
         )
         return {"remote_path": remote_path, "bytes": size, "sha256": sha256, "source": source.display}
+
+    # OpenLineage (data_platform.lineage): the source read and the file put on the partner's server.
+    def get_openlineage_facets_on_start(self) -> OperatorLineage:
+        return self._guarded_lineage("start", lambda: lineage.lineage(job=self._job_facets()))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        return self._guarded_lineage("end", self._lineage_at_end)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
+        return self._guarded_lineage("end", self._lineage_at_end)
+
+    def _guarded_lineage(self, stage: str, build: Any) -> OperatorLineage:
+        return lineage.guarded(build, tenant=self.tenant or "", dag_id=self.dag_id, task_id=self.task_id,
+                               stage=stage, logger=self.log)  # fmt: skip
+
+    def _job_facets(self) -> dict[str, Any]:
+        dag = getattr(self, "_dag", None)
+        tags = (getattr(dag, "tags", None) or ()) if dag is not None else ()
+        return lineage.job_facets(tenant=self.tenant or "", owner=str(self.owner), tags=tags, snapshot=None,
+                                  job_type="SFTP_UPLOAD")  # fmt: skip
+
+    def _lineage_at_end(self) -> OperatorLineage:
+        sent = self._lineage_sent
+        verified = "sftp_upload" if self._lineage_verified else None
+        inputs = (
+            [lineage.input_dataset(self._lineage_source, sent, verified_by=verified)]
+            if self._lineage_source
+            else []
+        )
+        outputs = []
+        if self._lineage_server is not None and isinstance(self.remote_path, str):
+            host, port = self._lineage_server
+            target = f"sftp://{host}:{port}/{self.remote_path.lstrip('/')}"
+            outputs.append(lineage.output_dataset(target, sent))
+        return lineage.lineage(inputs, outputs, job=self._job_facets())
 
     def _upstream_output(self, context: Context) -> RecordedOutput | None:
         """The upstream output the source names in this run, or None for a local file or blob."""
@@ -252,6 +302,7 @@ class SftpUploadOperator(BaseOperator):
                 f"the Airflow connection {conn_id!r} cannot be used for SFTP: {err}; fix the connection."
             ) from None
         server = f"{hook.username}@{hook.remote_host}:{hook.port} (connection {conn_id!r})"
+        self._lineage_server = (str(hook.remote_host), int(hook.port or 22))
         if hook.key_file and not Path(hook.key_file).is_file():
             raise AirflowFailException(
                 f"the SSH key file {hook.key_file!r} of the connection {conn_id!r} does not exist on the "

@@ -273,7 +273,7 @@ class PlatformTaskFactory:
         """Uploads an upstream task's output, a local file or a blob of the tenant's storage to a
         partner's SFTP server. A path an upstream task declared as an output is that output."""
         where = f"{self.dag.dag_id}.{task_id}"
-        self._check_operator_kwargs(where, operator_kwargs, {"allowed_storage", "data_inputs"})
+        self._check_operator_kwargs(where, operator_kwargs, {"allowed_storage", "data_inputs", "tenant"})
         data_inputs: tuple[Input, ...] = ()
         if isinstance(source, OutputRef):
             data_inputs = (Input(source.path, source),)
@@ -295,6 +295,7 @@ class PlatformTaskFactory:
             sftp_conn_id=conn_id,
             allowed_storage=self.platform.tenant.owned_storage,
             data_inputs=data_inputs,
+            tenant=self.platform.tenant.name,
             **operator_kwargs,
         )
         self._depend_on_named_outputs(where, operator, data_inputs)
