@@ -15,6 +15,7 @@ COMMANDS = {
     "validate": "data_platform.commands.validate",
     "stubs": "data_platform.commands.stubs",
     "run-local": "data_platform.commands.run_local",
+    "cost": "data_platform.commands.cost",
 }
 
 
