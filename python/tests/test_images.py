@@ -19,7 +19,6 @@ import json
 import os
 import stat
 import subprocess
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,8 @@ from kubernetes.client import models as k8s
 from chart_helpers import AIRFLOW_NAMESPACE, pod_template, policy_text, render
 from conftest import DAGS, REPO, SCHEMA_FILE, Azurite
 from data_platform.artifacts import OUTPUTS_XCOM_KEY
+from data_platform.local.podman import pod_volumes, podman_run_args, termination_log_file
 from data_platform.operator import RECORD_XCOM_KEY
-from data_platform.units import parse_quantity
 from podsim import ContainerRun, complete, finished, record_cluster_calls
 from rendering import as_manifest, context_for
 from rendering import render as render_pod
@@ -195,104 +194,6 @@ class ContainerResult:
     logs: str
 
 
-def podman_run_args(
-    pod: dict[str, Any],
-    container: dict[str, Any],
-    image: str,
-    volumes: Mapping[str, str],
-    *,
-    termination_log: Path | None,
-    extra_env: Mapping[str, str],
-    extra_mounts: Mapping[str, Path],
-) -> list[str]:
-    """`podman run` for one container of a pod manifest, with what the kubelet would give it.
-
-    `volumes` maps each pod volume to podman's `-v SOURCE` or `--mount` text (without the
-    destination). The network is the host's: the services the pod reaches (Azurite) listen on
-    its loopback.
-    """
-    spec = pod["spec"]
-    pod_security = spec.get("securityContext", {})
-    security = {**pod_security, **container.get("securityContext", {})}
-    assert security.get("seccompProfile", {}).get("type") == "RuntimeDefault", "podman's default profile"
-    user, group = security["runAsUser"], security["runAsGroup"]
-    assert security.get("runAsNonRoot") and user != 0
-    args = ["run", "--rm", "--pull=never", "--network", "host", "--hostname", pod["metadata"]["name"],
-            "--name", f"{pod['metadata']['name']}-{container['name']}-{uuid.uuid4().hex[:8]}",
-            "--user", f"{user}:{group}"]  # fmt: skip
-    if "fsGroup" in pod_security:
-        args += ["--group-add", str(pod_security["fsGroup"])]
-    if security.get("readOnlyRootFilesystem"):
-        # Kubernetes adds no tmpfs of its own: /tmp is writable only if a volume says so.
-        args += ["--read-only", "--read-only-tmpfs=false"]
-    if security.get("allowPrivilegeEscalation") is False:
-        args += ["--security-opt", "no-new-privileges"]
-    if security.get("capabilities", {}).get("drop") == ["ALL"]:
-        args += ["--cap-drop", "ALL"]
-    assert not security.get("capabilities", {}).get("add") and not security.get("privileged")
-    limits = container.get("resources", {}).get("limits", {})
-    if "memory" in limits:
-        memory = str(int(parse_quantity(limits["memory"], "memory")))
-        args += ["--memory", memory, "--memory-swap", memory]  # no swap, as on a node
-    if "cpu" in limits:
-        args += ["--cpus", str(parse_quantity(limits["cpu"], "cpu"))]
-    for mount in container.get("volumeMounts", []):
-        assert "subPath" not in mount and "subPathExpr" not in mount, mount
-        source = volumes[mount["name"]]
-        read_only = mount.get("readOnly", False)
-        if source.startswith("type="):
-            args += ["--mount", f"{source},destination={mount['mountPath']}" + (",ro" if read_only else "")]
-        else:
-            args += ["-v", f"{source}:{mount['mountPath']}" + (":ro" if read_only else "")]
-    for path, directory in extra_mounts.items():
-        args += ["-v", f"{directory}:{path}"]
-    if termination_log is not None:
-        args += ["-v", f"{termination_log}:{container.get('terminationMessagePath', '/dev/termination-log')}"]
-    downward = {"metadata.name": pod["metadata"]["name"], "metadata.namespace": pod["metadata"]["namespace"],
-                "spec.nodeName": "podman-node"}  # fmt: skip
-    for variable in container.get("env", []):
-        if "value" in variable:
-            value = variable["value"]
-        else:
-            value = downward[variable["valueFrom"]["fieldRef"]["fieldPath"]]
-        args += ["--env", f"{variable['name']}={value}"]
-    for name, value in extra_env.items():
-        args += ["--env", f"{name}={value}"]
-    args += ["--entrypoint", json.dumps(container["command"]), image, *container.get("args", [])]
-    return args
-
-
-def pod_volumes(
-    pod: dict[str, Any], root: Path, config_maps: Mapping[str, Mapping[str, str]]
-) -> dict[str, str]:
-    """Each volume of the pod as the kubelet would make it: emptyDirs are directories of the pod
-    owned by fsGroup (setgid, group-writable), a memory emptyDir a tmpfs, a configMap its keys as
-    read-only files."""
-    group = pod["spec"].get("securityContext", {}).get("fsGroup", 0)
-    made: dict[str, str] = {}
-    for volume in pod["spec"]["volumes"]:
-        name = volume["name"]
-        if "emptyDir" in volume and volume["emptyDir"].get("medium") == "Memory":
-            size = int(parse_quantity(volume["emptyDir"].get("sizeLimit", "64Mi"), name))
-            made[name] = f"type=tmpfs,tmpfs-size={size},tmpfs-mode=1777"
-        elif "emptyDir" in volume:
-            directory = root / "volumes" / name
-            directory.mkdir(parents=True)
-            os.chown(directory, 0, group)
-            directory.chmod(0o2777)
-            made[name] = str(directory)
-        elif "configMap" in volume:
-            directory = root / "volumes" / name
-            directory.mkdir(parents=True)
-            for key, text in config_maps[volume["configMap"]["name"]].items():
-                (directory / key).write_text(text)
-                (directory / key).chmod(volume["configMap"].get("defaultMode", 0o644))
-            made[name] = str(directory)
-        else:
-            pytest.fail(f"volume {name} is neither an emptyDir nor a configMap: {volume}")
-    return made
-
-
 def run_pod(
     images: Images,
     pod: dict[str, Any],
@@ -313,9 +214,7 @@ def run_pod(
         results.append(ContainerResult(init["name"], done.returncode, done.stdout + done.stderr))
         assert done.returncode == 0, f"init container {init['name']} failed: {done.stdout}{done.stderr}"
     (base,) = pod["spec"]["containers"]
-    termination_log = root / "termination-log"
-    termination_log.write_text("")
-    termination_log.chmod(0o666)
+    termination_log = termination_log_file(root)
     args = podman_run_args(pod, base, image_of[base["image"]], volumes, termination_log=termination_log,
                            extra_env=extra_env, extra_mounts=extra_mounts)  # fmt: skip
     done = images.podman(*args, timeout=300)

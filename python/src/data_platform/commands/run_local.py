@@ -1,13 +1,17 @@
 """`data-platform run-local DAG_FILE`: one run of a DAG on this machine, through real Airflow,
-with every pod task run by the local runner's process back-end (docs/local-runs.md).
+with every pod task run by the local runner's process back-end, or with `--containers` its
+container back-end (docs/local-runs.md).
 
 What it sets up, in a work directory of its own: Azurite (or the blob endpoint given with
 `--storage`) for snapshots and artifacts; a copy of the platform policy whose tenants' storage
 and artifacts are there (or the policy given with `--policy`); the tenant's code from `--code`,
 packed with `task-agent pack` and published there in place of every pod task's snapshot; an
 Airflow home with its own SQLite database; local SFTP servers for the DAG's SFTP connections.
-Then `data_platform.local.dag_run` runs the DAG once with `dag.test()` and reports each task.
-Exit status: 0 when the run succeeded, else non-zero.
+With `--containers`, also: the images from `scripts/build-images` (its printed settings: the
+images and podman's configuration), the chart's pod template and ConfigMaps rendered by helm
+(the policy's ConfigMap holding the run's policy), and the registry's images mapped to the
+local ones. Then `data_platform.local.dag_run` runs the DAG once with `dag.test()` and reports
+each task. Exit status: 0 when the run succeeded, else non-zero.
 """
 
 from __future__ import annotations
@@ -24,10 +28,17 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-HELP = "run one DAG run locally through Airflow, pod tasks as local processes"
+HELP = "run one DAG run locally through Airflow, pod tasks as local processes or containers"
 #: python/src/data_platform/commands/run_local.py → the repository (for Azurite and the agent).
 REPO = Path(__file__).resolve().parents[4]
 CODE_CONTAINER = "local-code"
+BUILD_IMAGES = REPO / "scripts" / "build-images"
+CHART = REPO / "charts" / "data-platform"
+#: What `helm template` renders the chart as: the release and the Airflow namespace.
+RELEASE, AIRFLOW_NAMESPACE = "data-platform", "airflow"
+POD_TEMPLATE_KEY, POLICY_KEY = "pod_template.yaml", "platform-policy.yaml"
+#: scripts/build-images' exit status where podman cannot run containers.
+CANNOT_RUN_CONTAINERS = 77
 _CONTAINER_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 
 
@@ -51,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Key Vault secrets as files DIR/VAULT/NAME (task-agent's file: provider)",
     )
     parser.add_argument("--work-dir", type=Path, help="where the run's files go (default: a new temp dir)")
+    parser.add_argument(
+        "--containers",
+        action="store_true",
+        help="run each pod in its image under podman, as the chart's pod template sets it up "
+        "(scripts/build-images builds the images; helm renders the chart)",
+    )
 
 
 def run(arguments: argparse.Namespace) -> int:
@@ -88,6 +105,8 @@ def run(arguments: argparse.Namespace) -> int:
                 "AIRFLOW__DATA_PLATFORM__LOCAL_AGENT": str(agent),
                 "AIRFLOW__DATA_PLATFORM__LOCAL_ROOT": str(work / "pods"),
             }
+            if arguments.containers:
+                env.update(_containers(policy, work))
             if arguments.code:
                 env["AIRFLOW__DATA_PLATFORM__LOCAL_SNAPSHOT"] = _publish(
                     agent, arguments.code, storage, connection, work
@@ -104,6 +123,13 @@ def run(arguments: argparse.Namespace) -> int:
     except (ServiceError, FileNotFoundError, subprocess.CalledProcessError) as error:
         print(f"run-local: {error}", file=sys.stderr)
         return 2
+    except CannotRunContainers as error:
+        print(f"run-local: --containers: {error}", file=sys.stderr)
+        return 2
+
+
+class CannotRunContainers(RuntimeError):
+    """Podman cannot build or run the images here (scripts/build-images says why)."""
 
 
 def step(text: str) -> None:
@@ -172,3 +198,75 @@ def _migrate(env: dict[str, str]) -> None:
     with (home / "migrate.log").open("wb") as log:
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, stdout=log,
                        stderr=subprocess.STDOUT, check=True)  # fmt: skip
+
+
+def _containers(policy: Path, work: Path) -> dict[str, str]:
+    """The settings of the container back-end: the images, podman's settings, the chart's pod
+    template and ConfigMaps. What it prints is what scripts/build-images printed."""
+    import yaml
+
+    from data_platform.policy import load_policy
+
+    step("building the images (scripts/build-images; cached, a few seconds once built)")
+    built = subprocess.run([str(BUILD_IMAGES)], capture_output=True, text=True, cwd=REPO)
+    if built.returncode == CANNOT_RUN_CONTAINERS:
+        reason = (built.stderr.strip().splitlines() or ["podman cannot run containers here"])[-1]
+        raise CannotRunContainers(reason)
+    if built.returncode != 0:
+        raise CannotRunContainers(
+            f"scripts/build-images failed ({built.returncode}):\n{built.stderr[-3000:]}"
+        )
+    printed = dict(line.split("=", 1) for line in built.stdout.splitlines() if "=" in line)
+    for name in ("AGENT_IMAGE", "PYTHON_RUNTIME_IMAGE", "CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF"):
+        step(f"   {name}={printed[name]}")
+    documents = _render_chart()
+    in_airflow = [d for d in documents if d.get("kind") == "ConfigMap"
+                  and d["metadata"].get("namespace") == AIRFLOW_NAMESPACE]  # fmt: skip
+    template_text = next(
+        d["data"][POD_TEMPLATE_KEY] for d in in_airflow if POD_TEMPLATE_KEY in d.get("data", {})
+    )
+    template = work / "pod_template.yaml"
+    template.write_text(template_text)
+    # The pods mount the policy's ConfigMap: here it holds the run's policy (the Airflow side's).
+    config_maps = work / "config-maps"
+    for document in in_airflow:
+        if POD_TEMPLATE_KEY in document.get("data", {}):
+            continue
+        directory = config_maps / document["metadata"]["name"]
+        directory.mkdir(parents=True, exist_ok=True)
+        for key, text in document.get("data", {}).items():
+            (directory / key).write_text(policy.read_text() if key == POLICY_KEY else text)
+    # The registry's images the pods name → the images built here.
+    loaded = load_policy(policy)
+    images = {loaded.images[loaded.default_image]: printed["PYTHON_RUNTIME_IMAGE"]}
+    pod = yaml.safe_load(template_text)
+    for init in pod["spec"].get("initContainers") or []:
+        images[init["image"]] = printed["AGENT_IMAGE"]
+    step(f"the chart's pod template ({template}); images: "
+         + ", ".join(f"{ref} as {local}" for ref, local in images.items()))  # fmt: skip
+    return {
+        "AIRFLOW__DATA_PLATFORM__LOCAL_RUNNER": "container",
+        "AIRFLOW__DATA_PLATFORM__LOCAL_IMAGES": ",".join(f"{ref}={local}" for ref, local in images.items()),
+        "AIRFLOW__DATA_PLATFORM__LOCAL_CONFIG_MAPS": str(config_maps),
+        "DATA_PLATFORM_POD_TEMPLATE_FILE": str(template),
+        "CONTAINERS_CONF": printed["CONTAINERS_CONF"],
+        "CONTAINERS_STORAGE_CONF": printed["CONTAINERS_STORAGE_CONF"],
+    }
+
+
+def _render_chart() -> list[dict[str, Any]]:
+    """The chart with its default values, as `helm template` renders it."""
+    import yaml
+
+    helm = REPO / ".tools" / "bin" / "helm"
+    binary = str(helm) if helm.is_file() else shutil.which("helm")
+    if binary is None:
+        raise FileNotFoundError("helm is not installed: run scripts/install-chart-tools")
+    with tempfile.TemporaryDirectory(prefix="helm-home-") as home:
+        # A throw-away home: no user's helm configuration or plugins change the rendering.
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home,
+               "HELM_CACHE_HOME": f"{home}/cache", "HELM_CONFIG_HOME": f"{home}/config",
+               "HELM_DATA_HOME": f"{home}/data"}  # fmt: skip
+        rendered = subprocess.run([binary, "template", RELEASE, str(CHART), "--namespace", AIRFLOW_NAMESPACE],
+                                  env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    return [document for document in yaml.safe_load_all(rendered.stdout) if document]

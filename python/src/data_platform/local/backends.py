@@ -4,8 +4,8 @@ A back-end gets the pod as `LocalPod` (data_platform.local.podspec) and a direct
 for this try, runs the base container's command to its end under the pod's memory limit and
 deadline, and returns what the kubelet would have seen: the exit code, the termination
 message file and the log. `kubelet.finished_pod` turns that into the pod status `cleanup`
-reads. `process` runs the agent as a local process; `container` (to come) runs the pod's image
-under podman with the pod's limits, volumes and read-only root.
+reads. `process` runs the agent as a local process; `container` runs the pod's image under
+podman with the pod's limits, volumes and read-only root.
 """
 
 from __future__ import annotations
@@ -53,7 +53,10 @@ def backend_for(settings: LocalSettings) -> Backend:
     if settings.backend == "process":
         from data_platform.local.process import ProcessBackend
 
+        assert settings.agent is not None, "local_settings requires the agent for the process back-end"
         return ProcessBackend(settings.agent)
-    raise ValueError(
-        f"the {settings.backend!r} local back-end is not available yet; use local_runner = process"
-    )
+    if settings.backend == "container":
+        from data_platform.local.container import ContainerBackend
+
+        return ContainerBackend(settings)
+    raise ValueError(f"the {settings.backend!r} local back-end does not exist; use process or container")

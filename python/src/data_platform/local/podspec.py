@@ -11,7 +11,9 @@ from __future__ import annotations
 import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
 from data_platform.units import UnitError, parse_bytes
@@ -47,6 +49,11 @@ class LocalPod:
     run_as_user: int | None = None
     #: Variables that only a cluster could fill in (from Secrets, ConfigMaps, resource fields).
     dropped_env: tuple[str, ...] = field(default=())
+    #: The whole pod as the API server would receive it (camelCase JSON): what the container
+    #: back-end needs beyond the above (volumes, security contexts, init containers).
+    manifest: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: Which of the manifest's containers this is (the operator's base container).
+    container_name: str = "base"
 
 
 def local_pod(pod: k8s.V1Pod, container_name: str) -> LocalPod:
@@ -91,6 +98,8 @@ def local_pod(pod: k8s.V1Pod, container_name: str) -> LocalPod:
         read_only_root=bool(security and security.read_only_root_filesystem),
         run_as_user=run_as_user,
         dropped_env=tuple(dropped),
+        manifest=ApiClient().sanitize_for_serialization(pod),
+        container_name=container_name,
     )
 
 

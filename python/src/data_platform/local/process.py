@@ -158,7 +158,10 @@ class ProcessBackend:
             process = self._process
             assert process.stdout is not None
             reader = threading.Thread(
-                target=_pump, args=(process.stdout, log, log_file, tail), name=f"{pod.name}-log", daemon=True
+                target=pump_log,
+                args=(process.stdout, log, log_file, tail),
+                name=f"{pod.name}-log",
+                daemon=True,
             )
             reader.start()
             deadline_exceeded = self._wait(process, pod.active_deadline_seconds)
@@ -187,7 +190,9 @@ class ProcessBackend:
             return True
 
 
-def _pump(stream: IO[bytes], log: LogSink, log_file: IO[str], tail: collections.deque[str]) -> None:
+def pump_log(stream: IO[bytes], log: LogSink, log_file: IO[str], tail: collections.deque[str]) -> None:
+    """Each line of the container's output to the operator's log, `container.log` and the tail
+    kept for FallbackToLogsOnError (shared with the container back-end)."""
     for raw in stream:
         line = raw.decode(errors="replace").rstrip("\n")
         tail.append(line)
