@@ -17,11 +17,12 @@ Differences from a node, on purpose:
   or the memory limit: the pod's own hold, and the agent reads the container's cgroup limit);
 - `--secrets-dir` is bind-mounted read-only at its own path, for the agent's `file:` provider;
 - an emptyDir's sizeLimit is not enforced; downward-API fields get this machine's values;
-- `OOMKilled`: podman's own `State.OOMKilled` where conmon sees the kernel's OOM event. On these
-  machines' hybrid cgroup layout it does not (measured: a container killed at its 64 MiB limit
-  exits 137 with OOMKilled false), so a container with a memory limit that dies of SIGKILL (137)
-  which the back-end did not send (no deadline, no stop) is taken as killed for memory: inside
-  the container only the kernel sends that.
+- `OOMKilled`: podman's `State.OOMKilled`, or the `oom` file conmon writes when it sees the
+  kernel's OOM event. podman 4.3's conmon (2.1.6) writes that file into its working directory,
+  which is podman's, not where podman looks, so `State.OOMKilled` stays false (measured here: a
+  container killed at its 64 MiB limit exits 137, OOMKilled false, and `oom` appears in the
+  directory podman ran in). Each podman run therefore gets a directory of its own under the
+  try's (`podman/NAME/`), which also keeps the file out of the worker's.
 
 podman's own settings come from the worker's environment (`CONTAINERS_CONF`,
 `CONTAINERS_STORAGE_CONF`: what `scripts/build-images` prints; on these machines runc,
@@ -53,8 +54,6 @@ PASSED_FROM_WORKER = ("AZURE_STORAGE_CONNECTION_STRING",)
 #: agent derives its memory limit from the container's cgroup, as in a pod.
 NOT_PASSED = PATH_VARIABLES | {"TASK_AGENT_POLICY_FILE", "TASK_AGENT_MEMORY_LIMIT", "TASK_AGENT_BIN"}
 PODMAN_TIMEOUT_S = 60
-#: podman run's exit status for a container killed by SIGKILL (128 + 9).
-SIGKILLED = 137
 
 
 class ContainerError(RuntimeError):
@@ -118,8 +117,7 @@ class ContainerBackend:
                     manifest, init, self._image(init["image"]), volumes, termination_log=None,
                     extra_env={}, extra_mounts={}, name=self._name(pod, init["name"]), remove=False,
                 )  # fmt: skip
-                end = self._run(args, deadline, log, log_file, tail, f"[{init['name']}] ",
-                                memory_limited=_memory_limited(init))  # fmt: skip
+                end = self._run(args, directory, deadline, log, log_file, tail, f"[{init['name']}] ")
                 if end.exit_code != 0 or end.deadline_exceeded or self._stopped:
                     # The pod fails at its init container; its main container never starts.
                     return end
@@ -129,7 +127,7 @@ class ContainerBackend:
                 extra_env=worker_environment(pod.env, self.worker), extra_mounts=extra_mounts,
                 name=self._name(pod, base["name"]), remove=False,
             )  # fmt: skip
-            end = self._run(args, deadline, log, log_file, tail, "", memory_limited=_memory_limited(base))
+            end = self._run(args, directory, deadline, log, log_file, tail, "")
         return ContainerExit(
             exit_code=end.exit_code,
             termination_message=message_file.read_text(errors="replace"),
@@ -148,21 +146,22 @@ class ContainerBackend:
     def _run(
         self,
         args: list[str],
+        directory: Path,
         deadline: float | None,
         log: LogSink,
         log_file: Any,
         tail: collections.deque[str],
         prefix: str,
-        *,
-        memory_limited: bool,
     ) -> ContainerExit:
         name = args[args.index("--name") + 1]
+        workdir = directory / "podman" / name
+        workdir.mkdir(parents=True)
         with self._lock:
             if self._stopped:
                 return ContainerExit(exit_code=143, termination_message="", log_tail="")
             process = subprocess.Popen(
-                ["podman", *args], env=self.worker, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                ["podman", *args], env=self.worker, cwd=workdir, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
             self._running = name
         assert process.stdout is not None
@@ -182,12 +181,10 @@ class ContainerBackend:
         reader.join()
         with self._lock:
             self._running = None
-        oom_killed = (
-            self._podman("inspect", "--format", "{{.State.OOMKilled}}", name).stdout.strip() == "true"
-        )
+        inspected = self._podman("inspect", "--format", "{{.State.OOMKilled}}", name).stdout.strip()
+        # See the module docstring: where conmon reports the kernel's OOM kill.
+        oom_killed = inspected == "true" or (workdir / "oom").exists()
         self._podman("rm", "--force", name)
-        if memory_limited and process.returncode == SIGKILLED and not (deadline_exceeded or self._stopped):
-            oom_killed = True  # see the module docstring
         return ContainerExit(
             exit_code=process.returncode, termination_message="", log_tail="\n".join(tail),
             oom_killed=oom_killed, deadline_exceeded=deadline_exceeded,
@@ -213,7 +210,3 @@ class ContainerBackend:
         return subprocess.run(
             ["podman", *args], env=self.worker, capture_output=True, text=True, timeout=timeout, check=False
         )
-
-
-def _memory_limited(container: Mapping[str, Any]) -> bool:
-    return "memory" in ((container.get("resources") or {}).get("limits") or {})
