@@ -1,4 +1,4 @@
-//! `task-agent`: the entrypoint of every task pod. See the README for what it does and why.
+//! `task-agent`: the entrypoint of every task pod. See README.md and docs/agent.md for what it does and why.
 
 pub mod artifacts;
 pub mod azure;

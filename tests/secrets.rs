@@ -755,7 +755,7 @@ fn the_canary_is_masked_in_the_agents_error_message_and_log() {
     );
 }
 
-/// The record is something the agent writes, and the README promises values are "never in
+/// The record is something the agent writes, and docs/agent.md promises values are "never in
 /// the record"; a return value that carries a secret must come out masked like the rest.
 #[test]
 fn the_canary_is_masked_in_the_return_value_in_the_record() {

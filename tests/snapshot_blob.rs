@@ -1148,7 +1148,7 @@ fn run_uploads_a_large_return_value_and_records_a_reference() {
         "{text}"
     );
     assert_eq!(azurite.download("returns", &blob), Some(value));
-    // As the README says (and the brief): the value is not in the record, so the record
+    // As docs/agent.md says (and the brief): the value is not in the record, so the record
     // says it was truncated, and where it went.
     assert_eq!(
         record["return_value_truncated"], true,

@@ -28,7 +28,7 @@ from data_platform import PlatformPodOperator
 from data_platform.sftp_upload import SftpUploadOperator
 
 BENCH = REPO / "python" / "benches" / "dag_parse_time.py"
-README = REPO / "README.md"
+GUIDE = REPO / "docs" / "dag-authors.md"
 
 
 def bench() -> ModuleType:
@@ -53,13 +53,12 @@ def load(folder: Path) -> DagBag:
     return DagBag(dag_folder=folder, safe_mode=True)
 
 
-def readme_dag_example() -> str:
-    """The Python block of README.md's "### For DAG authors", under "## The Airflow side"."""
-    text = README.read_text(encoding="utf-8")
-    airflow_side = text.split("\n## The Airflow side: `data_platform`\n", 1)[1].split("\n## ", 1)[0]
-    for_authors = airflow_side.split("\n### For DAG authors\n", 1)[1].split("\n### ", 1)[0]
+def guide_dag_example() -> str:
+    """The Python block of docs/dag-authors.md's "## For DAG authors" (it moved there from the README)."""
+    text = GUIDE.read_text(encoding="utf-8")
+    for_authors = text.split("\n## For DAG authors\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"^```python\n(.*?)^```$", for_authors, flags=re.DOTALL | re.MULTILINE)
-    assert blocks, "README's 'For DAG authors' section has no ```python block"
+    assert blocks, "docs/dag-authors.md's 'For DAG authors' section has no ```python block"
     return str(blocks[0])
 
 
@@ -79,13 +78,13 @@ def dag_folder_with(tmp_path: Path, name: str, code: str) -> Path:
     return folder
 
 
-#: The README leaves the digest for the author to paste (what `task-agent pack` printed); a real
+#: The guide leaves the digest for the author to paste (what `task-agent pack` printed); a real
 #: digest stands in for it, and nothing else of the example is changed.
 DIGEST_PLACEHOLDER = 'sha256="…"'
 
 
 def as_an_author_writes_it(example: str) -> str:
-    assert example.count(DIGEST_PLACEHOLDER) == 1, "the README example's digest placeholder changed"
+    assert example.count(DIGEST_PLACEHOLDER) == 1, "the guide's example digest placeholder changed"
     return example.replace(DIGEST_PLACEHOLDER, f'sha256="{"9f" * 32}"')
 
 
@@ -95,8 +94,8 @@ def test_safe_mode_is_airflows_default_and_this_environments():
     assert conf.getboolean("core", "dag_discovery_safe_mode") is True
 
 
-def test_a_dag_file_written_as_the_readme_says_is_discovered(tmp_path):
-    code = as_an_author_writes_it(readme_dag_example())
+def test_a_dag_file_written_as_the_guide_says_is_discovered(tmp_path):
+    code = as_an_author_writes_it(guide_dag_example())
     bag = load(dag_folder_with(tmp_path, "user1_pipeline.py", code))
     assert bag.import_errors == {}
     assert sorted(bag.dags) == ["user1_pipeline"]
@@ -104,8 +103,8 @@ def test_a_dag_file_written_as_the_readme_says_is_discovered(tmp_path):
 
 
 def test_the_same_file_without_the_word_airflow_is_not_discovered(tmp_path):
-    """Pins Airflow's rule, and shows the README's docstring is what makes the example visible."""
-    code = without_module_docstring(as_an_author_writes_it(readme_dag_example()))
+    """Pins Airflow's rule, and shows the guide's docstring is what makes the example visible."""
+    code = without_module_docstring(as_an_author_writes_it(guide_dag_example()))
     assert "airflow" not in code.lower() and "dag" in code.lower()
     bag = load(dag_folder_with(tmp_path, "user1_pipeline.py", code))
     assert bag.dags == {}

@@ -186,7 +186,7 @@ fn read_list<T: serde::de::DeserializeOwned>(path: &Path, option: &str) -> Resul
     // YAML is a superset of JSON: one parser reads both.
     serde_yaml_ng::from_str(&text).map_err(|e| {
         format!(
-            "{option} {}: not a list of declarations ({e}); see the README's section on data between tasks",
+            "{option} {}: not a list of declarations ({e}); see docs/data-between-tasks.md",
             path.display()
         )
     })

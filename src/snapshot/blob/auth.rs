@@ -53,7 +53,7 @@ impl Auth {
                 "grant the pod's identity the 'Storage Blob Data Reader' role on the container (or 'Contributor' to publish)"
             }
             Auth::Anonymous => {
-                "the container is not public; add a SAS to the URL or set credentials (see the README)"
+                "the container is not public; add a SAS to the URL or set credentials (see docs/agent.md, Snapshots)"
             }
         }
     }

@@ -68,7 +68,7 @@ impl Connection {
         .map_err(|detail| SnapshotError::Denied {
             location: shown.clone(),
             detail,
-            fix: "see the README's section on snapshot credentials",
+            fix: "see the credentials of Snapshots in docs/agent.md",
         })?;
         let mut url: Url = location.request_url();
         let mut secrets: Vec<String> = location.sas.iter().cloned().collect();
