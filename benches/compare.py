@@ -4,14 +4,15 @@
     benches/compare --quick    # small sizes, one run each: proves the harness works (CI runs it)
 
 Run it through `benches/compare`, which installs what it needs and builds the static agent.
-Everything runs on this machine: Azurite serves the snapshots, examples/bench_standins.rs the
-Entra ID token endpoint and Key Vault. Unpacking goes to a tmpfs, since file creation on a disk
-is noise here.
+Everything runs on this machine: Azurite serves the snapshots and takes the uploaded outputs,
+examples/bench_standins.rs plays the Entra ID token endpoint and Key Vault. Unpacking goes to a
+tmpfs, and the outputs are read from one, since file creation on a disk is noise here.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -24,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from comparison import workloads
-from comparison.measure import Command, interleaved, peak_rss_kib
+from comparison.measure import Command, Measured, interleaved, peak_rss_kib, usage
 from comparison.results import Bar, Report, Section, Target, write_chart, write_markdown
 from comparison.services import Azurite, KeyVaultStandins
 
@@ -41,6 +42,10 @@ ENTRY_OVER_TINI_MS = 2.0
 FORWARDING_VS_CAT = 0.5
 TWENTY_SECRETS_VS_ONE = 2.0
 BINARY_MB = 10.0
+# Issue 15's targets for outputs: throughput against the best peer and the Python SDK, memory.
+UPLOAD_VS_BEST_PEER = 1.0
+UPLOAD_VS_PYTHON = 2.0
+UPLOAD_RSS_MIB = 64
 
 # What a vault round trip costs in the secrets and forwarding rows: a real vault in the pod's region.
 VAULT_LATENCY_MS = 20
@@ -58,12 +63,13 @@ class Plan:
     forwarding_rounds: int
     secrets_rounds: int
     secrets_runs: int
+    upload_rounds: int
 
     @classmethod
     def of(cls, quick: bool) -> Plan:
         if quick:
-            return cls(True, 1, 1, 3, 16 * MIB, 1, 1, 1)
-        return cls(False, 15, 10, 30, GIB, 7, 10, 3)
+            return cls(True, 1, 1, 3, 16 * MIB, 1, 1, 1, 1)
+        return cls(False, 15, 10, 30, GIB, 7, 10, 3, 5)
 
 
 @dataclass(frozen=True)
@@ -201,6 +207,206 @@ def agent_run(tools: Tools, scratch: Path, *extra: str) -> str:
     )
 
 
+UPLOADS = "uploads"
+AGENT_UPLOAD = "task-agent run --output"
+AZCOPY_UPLOAD = "azcopy copy"
+PYTHON_UPLOAD = "Python: upload_blob"
+PYTHON_MD5_UPLOAD = "Python: upload_blob, Content-MD5"
+
+
+@dataclass(frozen=True)
+class UploadSource:
+    """What a task declares as its output: one file or a directory, and what must arrive."""
+
+    name: str
+    path: Path
+    # Each file's size by its path relative to `path` ("" for the file itself).
+    sizes: dict[str, int]
+    # The agent's digest of it: a file's sha256, or a directory's sha256sum digest.
+    sha256: str
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.sizes.values())
+
+
+def upload_sources(scratch: Path, plan: Plan) -> tuple[UploadSource, UploadSource]:
+    size = workloads.upload_file_bytes(plan.quick)
+    print(f"upload: generating one file of {size / MIB:,.0f} MiB", file=sys.stderr)
+    big = scratch / "outputs" / "model.bin"
+    big_sha256 = workloads.write_random_file(big, size, "task-agent bench upload")
+    shape = workloads.small(plan.quick)
+    print(f"upload: generating {shape.files} files, {shape.raw_bytes / 1e6:.0f} MB", file=sys.stderr)
+    tree = scratch / "outputs" / "site-packages"
+    manifest = workloads.write_tree(shape, tree)
+    return (
+        UploadSource("file", big, {"": size}, big_sha256),
+        UploadSource("tree", tree, manifest.sizes(), manifest.sha256sum_digest()),
+    )
+
+
+def check_upload(
+    row: Measured, source: UploadSource, azurite: Azurite, record_file: Path, check_content: bool
+) -> None:
+    """Fails the run unless the row's command put every file of `source`, at its size, and nothing
+    else, under its prefix; for the agent, also the manifest and a record with the source's digest;
+    with `check_content`, reads the one blob back and compares its sha256."""
+    prefix, root = upload_destination(row.name, source)
+    found = azurite.blob_sizes(UPLOADS, prefix + "/")
+    if row.name == AGENT_UPLOAD and found.pop(f"{prefix}/_manifest.json", None) is None:
+        raise SystemExit(f"compare: `{row.name}` wrote no _manifest.json under {prefix}/")
+    expected = {f"{root}/{relative}".rstrip("/"): size for relative, size in source.sizes.items()}
+    if found != expected:
+        raise SystemExit(
+            f"compare: `{row.name}` uploaded {len(found)} blobs, {sum(found.values()):,} bytes; expected "
+            f"{len(expected)} blobs, {source.total_bytes:,} bytes under {root}"
+        )
+    if row.name == AGENT_UPLOAD:
+        outputs = json.loads(record_file.read_text()).get("outputs") or [{}]
+        got = (outputs[0].get("sha256"), outputs[0].get("bytes"), outputs[0].get("files"))
+        if got != (source.sha256, source.total_bytes, len(source.sizes)):
+            raise SystemExit(
+                f"compare: `{row.name}` recorded (sha256, bytes, files) {got}, the source is "
+                f"{(source.sha256, source.total_bytes, len(source.sizes))}"
+            )
+    if check_content:
+        (name,) = expected
+        if (sha256 := azurite.blob_sha256(UPLOADS, name)) != source.sha256:
+            raise SystemExit(
+                f"compare: `{row.name}` uploaded {name} with sha256 {sha256}, not {source.sha256}"
+            )
+
+
+def upload_destination(command: str, source: UploadSource) -> tuple[str, str]:
+    """The folder a command uploads into, and the blob name its source becomes there."""
+    prefix = {
+        AGENT_UPLOAD: "agent",
+        AZCOPY_UPLOAD: "azcopy",
+        PYTHON_UPLOAD: "python",
+        PYTHON_MD5_UPLOAD: "python-md5",
+    }[command]
+    if command == AGENT_UPLOAD:
+        return prefix, f"{prefix}/files{source.path}"
+    return prefix, f"{prefix}/{source.path.name}"
+
+
+def upload_section(
+    source: UploadSource, tools: Tools, azurite: Azurite, scratch: Path, plan: Plan, env: dict[str, str]
+) -> Section:
+    sas = azurite.account_sas()
+    container = azurite.container_url(UPLOADS)
+    azcopy_dir = scratch / "azcopy"
+    azcopy_env = f"HOME={azcopy_dir} AZCOPY_LOG_LOCATION={azcopy_dir} AZCOPY_JOB_PLAN_LOCATION={azcopy_dir}"
+    azcopy = f"{azcopy_env} {tools.azcopy} copy '{source.path}'"
+    recursive = " --recursive" if source.path.is_dir() else ""
+
+    def destination(command: str) -> str:
+        return f"'{container}/{upload_destination(command, source)[0]}/?{sas}'"
+
+    commands = [
+        Command(
+            AGENT_UPLOAD,
+            agent_run(
+                tools,
+                scratch,
+                f"--artifacts {destination(AGENT_UPLOAD)}",
+                f"--output {source.path}",
+                "-- true",
+            ),
+        ),
+        Command(
+            AZCOPY_UPLOAD,
+            f"{azcopy} {destination(AZCOPY_UPLOAD)} --from-to LocalBlob{recursive} --log-level ERROR",
+        ),
+    ]
+    python = f"{tools.python} {PEERS}/python_upload.py"
+    commands.append(
+        Command(
+            PYTHON_UPLOAD,
+            f"{python} '{source.path}' '{container}?{sas}' {upload_destination(PYTHON_UPLOAD, source)[0]}",
+        )
+    )
+    # Azurite computes a CRC64 of every Put Block sent without a Content-MD5, in JavaScript, a
+    # byte at a time: a cost the real service does not have. With Content-MD5 it checks that
+    # instead (OpenSSL), as for the agent's blocks; this row is the like-for-like one.
+    if source.path.is_file():
+        commands.append(
+            Command(
+                PYTHON_MD5_UPLOAD,
+                f"{python} --md5 '{source.path}' '{container}?{sas}' "
+                f"{upload_destination(PYTHON_MD5_UPLOAD, source)[0]}",
+            )
+        )
+
+    def fresh() -> None:
+        azurite.restart()
+        azurite.container(UPLOADS).create_container()
+
+    prepare = f"rm -rf {azcopy_dir}"
+    what = "one file" if source.path.is_file() else "a directory"
+    print(f"upload {what}: timing", file=sys.stderr)
+    rows = interleaved(
+        commands,
+        rounds=plan.upload_rounds,
+        runs=1,
+        scratch=scratch,
+        env=env,
+        prepare=prepare,
+        before_round=fresh,
+    )
+    fresh()
+    for row in rows:
+        before = azurite.cpu_seconds()
+        used = usage(row.line, env, prepare)
+        row.peak_rss_kib, row.cpu_seconds = used.peak_rss_kib, used.cpu_seconds
+        row.server_cpu_seconds = azurite.cpu_seconds() - before
+        check_upload(
+            row, source, azurite, scratch / "task" / "result.json", check_content=source.path.is_file()
+        )
+    if source.path.is_file():
+        title = f"Output upload: one {source.total_bytes / MIB:,.0f} MiB file"
+        about = (
+            f"A task's one output file of {source.total_bytes / MIB:,.0f} MiB (random bytes) uploaded "
+            "from a tmpfs as one block blob: `task-agent run --artifacts URL?SAS --output FILE -- true` "
+            "(4 MiB blocks, 8 in flight, each with its Content-MD5; the sha256 of the whole), "
+            "`azcopy copy FILE URL?SAS` (its defaults: 8 MiB blocks, no MD5), and the Python SDK's "
+            "`upload_blob(max_concurrency=8)` (`benches/peers/python_upload.py`: 4 MiB blocks), without "
+            "and with `validate_content=True` (a Content-MD5 on every block, as the agent sends). Azurite "
+            "computes a CRC64 of every block that comes without a Content-MD5, in JavaScript, a byte at a "
+            "time: that slows the azcopy and plain Python rows here, and the real service does not have "
+            "that cost, so the targets take the faster Python row. After each command's measured run, "
+            "its blob was read back and its sha256 compared with the source's; the agent's record had "
+            "to carry it."
+        )
+    else:
+        title = f"Output upload: a directory of {len(source.sizes):,} files"
+        about = (
+            f"A task's output directory of {len(source.sizes):,} source files, "
+            f"{source.total_bytes / 1e6:.0f} MB (the small snapshot's tree), uploaded as one blob per "
+            "file: `task-agent run --artifacts URL?SAS --output DIR -- true` (16 files in flight, each "
+            "one Put Blob with its Content-MD5; the directory's sha256 digest), `azcopy copy DIR URL?SAS "
+            "--recursive`, and the Python SDK's `upload_blob` per file on a pool of 16 threads "
+            "(`benches/peers/python_upload.py`). Azurite computes every Put Blob's MD5 whatever the "
+            "client sends. After each command's measured run, the blobs under its folder had to be "
+            "exactly the files, each at its size; the agent's record had to carry the directory's "
+            "digest."
+        )
+    about += (
+        " Azurite (in memory, over http on loopback) restarts empty before every round: its store "
+        "frees overwritten blobs only every 10 minutes. CPU is the user + system seconds of the "
+        "command, and of Azurite, in the measured run; they share the machine's cores."
+    )
+    return Section(
+        title, about, rows, AGENT_UPLOAD, throughput_bytes=source.total_bytes, throughput_unit="MB/s"
+    )
+
+
+def best_peer(section: Section, prefix: str = "") -> Measured:
+    """The fastest peer of a comparison (by median time), of those whose name starts with `prefix`."""
+    peers = [r for r in section.rows if r.name != section.agent and r.name.startswith(prefix)]
+    return min(peers, key=lambda r: r.median)
+
+
 def entry_section(tools: Tools, scratch: Path, plan: Plan, env: dict[str, str]) -> Section:
     print("entry overhead: timing", file=sys.stderr)
     commands = [
@@ -221,6 +427,8 @@ def entry_section(tools: Tools, scratch: Path, plan: Plan, env: dict[str, str]) 
         row.peak_rss_kib = peak_rss_kib(row.line, env)
     about = (
         "What a pod's entrypoint adds before and after the task: each starts `true` and waits for it. "
+        "The agent's task declares no inputs and no outputs (and no snapshot or secrets), the "
+        "common case, so this is also what the inputs and outputs phases cost when unused. "
         "tini warns that it is not PID 1 here; it does the same work either way."
     )
     return Section("Entry overhead", about, rows, "task-agent run -- true")
@@ -338,16 +546,27 @@ def machine() -> list[tuple[str, str]]:
     ]
 
 
-def versions(tools: Tools) -> list[tuple[str, str]]:
+def source_commit() -> str:
+    """The commit the agent was built from, as far as this checkout tells: HEAD, and whether the
+    agent's sources had uncommitted changes."""
+    head = run_text(["git", "-C", str(ROOT), "log", "-1", "--format=%h %ad", "--date=format:%Y-%m-%d %H:%M"])
+    changed = run_text(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock", ".cargo"]
+    )
+    return f"{head}{' with uncommitted changes to its sources' if changed else ''}"
+
+
+def versions(tools: Tools, agent: Path) -> list[tuple[str, str]]:
+    """What ran; `agent` is where the measured binary was copied from."""
     import azure.storage.blob
 
     size = tools.agent.stat().st_size
     return [
         (
             "task-agent",
-            f"{run_text([str(tools.agent), '--version'])} "
-            f"({os.path.relpath(tools.agent, ROOT)}, {size:,} bytes)",
+            f"{run_text([str(tools.agent), '--version'])} ({os.path.relpath(agent, ROOT)}, {size:,} bytes)",
         ),
+        ("task-agent source", source_commit()),
         ("rustc", run_text(["rustc", "--version"])),
         ("Python", platform.python_version()),
         ("azure-storage-blob", azure.storage.blob.__version__),
@@ -377,12 +596,24 @@ def main() -> int:
     env = clean_env()
     args.out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc)
+    load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(dir=args.scratch, prefix="task-agent-bench-") as scratch_name:
         scratch = Path(scratch_name)
         (scratch / "task").mkdir()
+        # The run measures a copy, so a build elsewhere on the machine cannot swap it mid-run.
+        shown_agent = tools.agent
+        shutil.copy2(tools.agent, scratch / "task-agent")
+        tools = dataclasses.replace(tools, agent=scratch / "task-agent")
+        binary_mb = tools.agent.stat().st_size / 1e6
+        ran = versions(tools, shown_agent)
         with Azurite(tools.azurite, scratch) as azurite:
             small = snapshot_section(workloads.small(plan.quick), tools, azurite, scratch, plan, env)
             big = snapshot_section(workloads.big(plan.quick), tools, azurite, scratch, plan, env)
+        file_source, tree_source = upload_sources(scratch, plan)
+        with Azurite(tools.azurite, scratch) as azurite:
+            upload_file = upload_section(file_source, tools, azurite, scratch, plan, env)
+            upload_tree = upload_section(tree_source, tools, azurite, scratch, plan, env)
+        shutil.rmtree(scratch / "outputs")
         entry = entry_section(tools, scratch, plan, env)
         with KeyVaultStandins(tools.standins, scratch, secrets=20, latency_ms=VAULT_LATENCY_MS) as standins:
             vault_env = env | standins.env
@@ -399,14 +630,51 @@ def main() -> int:
     ) * 1000
     forwarding_vs_cat = forwarding.row("cat").median / forwarding.row(forwarding.agent).median
     big_rss = big.row("task-agent fetch").peak_rss_kib or 0
-    binary_mb = tools.agent.stat().st_size / 1e6
+    upload_targets: list[Target] = []
+    upload_bars: list[Bar] = []
+    for section, label in ((upload_file, "upload file"), (upload_tree, "upload directory")):
+        best = best_peer(section)
+        python_best = best_peer(section, prefix="Python")
+        agent_rss = section.row(AGENT_UPLOAD).peak_rss_kib or 0
+        upload_targets += [
+            Target(
+                f"{label}: agent throughput ÷ best peer's ({best.name})",
+                1 / section.ratio(best.name),
+                UPLOAD_VS_BEST_PEER,
+                "×",
+                at_least=True,
+            ),
+            Target(
+                f"{label}: agent throughput ÷ Python SDK's ({python_best.name})",
+                1 / section.ratio(python_best.name),
+                UPLOAD_VS_PYTHON,
+                "×",
+                at_least=True,
+            ),
+            Target(f"{label}: agent peak RSS", agent_rss / 1024, UPLOAD_RSS_MIB, "MiB"),
+        ]
+        for row in section.rows:
+            if row.name == section.agent:
+                continue
+            limits = [1 / UPLOAD_VS_PYTHON] if row is python_best else []
+            limits += [1 / UPLOAD_VS_BEST_PEER] if row is best else []
+            short = row.name.replace("Python: upload_blob", "Python")
+            upload_bars.append(
+                Bar(f"{label}: ÷ {short}", section.ratio(row.name), min(limits) if limits else None)
+            )
     targets = [
         Target("small snapshot: agent ÷ Python", small.ratio(python), SMALL_VS_PYTHON, "×"),
         Target("small snapshot: agent ÷ curl | tar", small.ratio(curl), SMALL_VS_CURL, "×"),
         Target("big snapshot: agent ÷ Python", big.ratio(python), BIG_VS_PYTHON, "×"),
         Target("big snapshot: agent ÷ curl | tar", big.ratio(curl), BIG_VS_CURL, "×"),
         Target("big snapshot: agent peak RSS", big_rss / 1024, BIG_RSS_MIB, "MiB"),
-        Target("entry overhead: agent − tini", entry_over_tini_ms, ENTRY_OVER_TINI_MS, "ms"),
+        *upload_targets,
+        Target(
+            "entry overhead (no inputs, no outputs): agent − tini",
+            entry_over_tini_ms,
+            ENTRY_OVER_TINI_MS,
+            "ms",
+        ),
         Target(
             "forwarding, text: agent throughput ÷ cat's",
             forwarding_vs_cat,
@@ -425,6 +693,7 @@ def main() -> int:
         Bar("big: ÷ Python", big.ratio(python), BIG_VS_PYTHON),
         Bar("big: ÷ curl | tar", big.ratio(curl), BIG_VS_CURL),
         Bar("big: ÷ azcopy | tar", big.ratio(azcopy)),
+        *upload_bars,
         Bar("entry: ÷ tini", entry.ratio("tini -- true"), (tini + ENTRY_OVER_TINI_MS / 1000) / tini),
         Bar("forwarding text: ÷ cat", forwarding.ratio("cat"), 1 / FORWARDING_VS_CAT),
         Bar("forwarding JSON: ÷ cat", forwarding.ratio("cat", forwarding.rows[1].name)),
@@ -433,11 +702,11 @@ def main() -> int:
     mode = "quick (small sizes, one run each: proves the harness, measures nothing)" if plan.quick else "full"
     report = Report(
         title="task-agent against its peers",
-        sections=[small, big, entry, forwarding, secrets],
+        sections=[small, big, upload_file, upload_tree, entry, forwarding, secrets],
         targets=targets,
         bars=bars,
         machine=machine(),
-        versions=versions(tools),
+        versions=ran,
         how=[
             f"`benches/compare{' --quick' if plan.quick else ''}`, {mode}, "
             f"started {started:%Y-%m-%d %H:%M} UTC.",
@@ -446,6 +715,13 @@ def main() -> int:
             "The snapshot peers unpack into a tmpfs; the archive and blob live in memory (Azurite's "
             "`--inMemoryPersistence`). The Python peer keeps its archive in a temporary file on the "
             "same tmpfs.",
+            "The upload peers read their sources from a tmpfs and upload into a second Azurite, in memory, "
+            "restarted empty before every round; each command writes under its own folder of one "
+            "container, with an account SAS (read, write, create, list) in its URL.",
+            "Load average (1, 5, 15 min) of the machine at the start: "
+            f"{', '.join(f'{x:.1f}' for x in load_at_start)}; at the end: "
+            f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (on {os.cpu_count()} cores; above 1 per core, "
+            "other work shared the machine during the run).",
         ],
         analysis=(ROOT / "benches" / "comparison" / "analysis.md").read_text().strip() + "\n",
         notes=(

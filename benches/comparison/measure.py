@@ -12,7 +12,7 @@ import re
 import statistics
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,9 @@ class Measured:
     line: str
     seconds: list[float] = field(default_factory=list)
     peak_rss_kib: int | None = None
+    # CPU seconds (user + system) of the command, and of the server it talks to, in one run.
+    cpu_seconds: float | None = None
+    server_cpu_seconds: float | None = None
 
     @property
     def median(self) -> float:
@@ -55,8 +58,10 @@ def interleaved(
     prepare: str | None = None,
     shell: bool = True,
     warmup: int = 0,
+    before_round: Callable[[], None] | None = None,
 ) -> list[Measured]:
-    """Times `commands` in `rounds` rotating rounds of `runs` runs each; returns them in their order."""
+    """Times `commands` in `rounds` rotating rounds of `runs` runs each; returns them in their order.
+    `before_round` runs before each round, untimed."""
     measured = {c.name: Measured(c.name, c.line) for c in commands}
     export = scratch / "hyperfine.json"
     for round_index in range(rounds):
@@ -71,6 +76,8 @@ def interleaved(
         for command in order:
             argv += ["--command-name", command.name, command.line]
         print(f"  round {round_index + 1}/{rounds}", file=sys.stderr, flush=True)
+        if before_round is not None:
+            before_round()
         subprocess.run(argv, check=True, env=dict(env), stdout=subprocess.DEVNULL)
         for result in json.loads(export.read_text())["results"]:
             measured[result["command"]].seconds.extend(result["times"])
@@ -78,11 +85,18 @@ def interleaved(
 
 
 _MAX_RSS = re.compile(r"Maximum resident set size \(kbytes\): (\d+)")
+_CPU = re.compile(r"(?:User|System) time \(seconds\): ([\d.]+)")
 
 
-def peak_rss_kib(line: str, env: Mapping[str, str], prepare: str | None = None) -> int:
-    """Runs `line` once under `/usr/bin/time -v` and returns the largest resident set of any of its
-    processes (for a pipeline, its hungriest member), in KiB."""
+@dataclass(frozen=True)
+class Usage:
+    peak_rss_kib: int
+    cpu_seconds: float
+
+
+def usage(line: str, env: Mapping[str, str], prepare: str | None = None) -> Usage:
+    """Runs `line` once under `/usr/bin/time -v`: the largest resident set of any of its processes
+    (for a pipeline, its hungriest member), in KiB, and the CPU time of all of them."""
     if prepare is not None:
         subprocess.run(["bash", "-c", prepare], check=True, env=dict(env))
     done = subprocess.run(
@@ -97,4 +111,10 @@ def peak_rss_kib(line: str, env: Mapping[str, str], prepare: str | None = None) 
     found = _MAX_RSS.findall(done.stderr)
     if not found:
         raise RuntimeError(f"/usr/bin/time -v printed no peak RSS for `{line}`:\n{done.stderr[-2000:]}")
-    return int(found[-1])
+    return Usage(int(found[-1]), sum(float(t) for t in _CPU.findall(done.stderr)[-2:]))
+
+
+def peak_rss_kib(line: str, env: Mapping[str, str], prepare: str | None = None) -> int:
+    """Runs `line` once under `/usr/bin/time -v` and returns the largest resident set of any of its
+    processes (for a pipeline, its hungriest member), in KiB."""
+    return usage(line, env, prepare).peak_rss_kib

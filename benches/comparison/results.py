@@ -16,8 +16,9 @@ class Section:
     about: str
     rows: list[Measured]
     agent: str
-    # Bytes each run moves, for a throughput column.
+    # Bytes each run moves, for a throughput column, in MiB/s or MB/s.
     throughput_bytes: int | None = None
+    throughput_unit: str = "MiB/s"
 
     def row(self, name: str) -> Measured:
         return next(r for r in self.rows if r.name == name)
@@ -29,7 +30,7 @@ class Section:
 
 @dataclass
 class Target:
-    """A target of issue 8, as measured: met when `measured` is on the right side of `limit`."""
+    """A target of issue 8 or 15, as measured: met when `measured` is on the right side of `limit`."""
 
     what: str
     measured: float
@@ -91,6 +92,16 @@ def _mib(kib: int | None) -> str:
     return "" if kib is None else f"{kib / 1024:.1f} MiB"
 
 
+_UNITS = {"MiB/s": 1 << 20, "MB/s": 1_000_000}
+
+
+def _cpu(row: Measured) -> str:
+    if row.cpu_seconds is None:
+        return ""
+    server = "" if row.server_cpu_seconds is None else f" + {row.server_cpu_seconds:.1f} s"
+    return f"{row.cpu_seconds:.1f} s{server}"
+
+
 def section_markdown(section: Section) -> str:
     agent = section.row(section.agent)
     head = "| command | median | min – max | runs | agent ÷ this |"
@@ -100,6 +111,11 @@ def section_markdown(section: Section) -> str:
         rule += "---:|"
     head += " peak RSS |"
     rule += "---:|"
+    with_cpu = any(row.cpu_seconds is not None for row in section.rows)
+    if with_cpu:
+        with_server = any(row.server_cpu_seconds is not None for row in section.rows)
+        head += " CPU: command + Azurite |" if with_server else " CPU |"
+        rule += "---:|"
     lines = [f"### {section.title}", "", section.about, "", head, rule]
     for row in section.rows:
         ratio = "—" if row is agent else f"{agent.median / row.median:.2f}×"
@@ -111,8 +127,11 @@ def section_markdown(section: Section) -> str:
             ratio,
         ]
         if section.throughput_bytes is not None:
-            cells.append(f"{section.throughput_bytes / row.median / (1 << 20):,.0f} MiB/s")
+            rate = section.throughput_bytes / row.median / _UNITS[section.throughput_unit]
+            cells.append(f"{rate:,.0f} {section.throughput_unit}")
         cells.append(_mib(row.peak_rss_kib))
+        if with_cpu:
+            cells.append(_cpu(row))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -4,7 +4,9 @@ Python clients)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import socket
 import subprocess
 import time
@@ -13,7 +15,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from azure.storage.blob import BlobSasPermissions, ContainerClient, generate_blob_sas
+from azure.storage.blob import (
+    AccountSasPermissions,
+    BlobSasPermissions,
+    ContainerClient,
+    ResourceTypes,
+    generate_account_sas,
+    generate_blob_sas,
+)
 
 # Azurite's well-known development account: https://learn.microsoft.com/azure/storage/common/storage-use-azurite
 ACCOUNT = "devstoreaccount1"
@@ -47,12 +56,17 @@ class Azurite:
     """Azurite's blob service, in memory, on a free port; stopped on exit from the `with`."""
 
     def __init__(self, executable: Path, scratch: Path) -> None:
+        self.executable = executable
+        self.scratch = scratch
         self.port = free_port()
         self.log = scratch / "azurite.log"
         self._log_file = self.log.open("wb")
-        self.process = subprocess.Popen(
+        self.process = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
             [
-                str(executable),
+                str(self.executable),
                 "--blobHost",
                 "127.0.0.1",
                 "--blobPort",
@@ -63,33 +77,77 @@ class Azurite:
                 "--loose",
             ],
             # Azurite may leave its own files in its working directory: keep them in the scratch.
-            cwd=scratch,
+            cwd=self.scratch,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )
-        wait_listening(self.port, "Azurite", self.process, self.log)
+        wait_listening(self.port, "Azurite", process, self.log)
+        return process
 
-    def __enter__(self) -> Azurite:
-        return self
-
-    def __exit__(self, *_: object) -> None:
+    def _stop(self) -> None:
         self.process.terminate()
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def restart(self) -> None:
+        """A fresh, empty Azurite on the same port. Its in-memory store frees the blobs of
+        overwritten or deleted blobs only in a sweep every 10 minutes, so uploads of 1 GiB in
+        rounds would otherwise fill the machine's memory."""
+        self._stop()
+        self.process = self._start()
+
+    def cpu_seconds(self) -> float:
+        """The CPU time Azurite has used so far (user and system)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> Azurite:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop()
         self._log_file.close()
 
     def blob_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{ACCOUNT}/{CONTAINER}/{name}"
 
+    def container_url(self, container: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{ACCOUNT}/{container}"
+
+    def container(self, name: str = CONTAINER) -> ContainerClient:
+        """A client for container `name` with the account key."""
+        credential = {"account_name": ACCOUNT, "account_key": ACCOUNT_KEY}
+        return ContainerClient.from_container_url(self.container_url(name), credential=credential)
+
+    def account_sas(self) -> str:
+        """An account SAS (read, write, create, list) valid for a day, as a task's artifacts URL
+        and the peers' destination carry it."""
+        return generate_account_sas(
+            ACCOUNT,
+            ACCOUNT_KEY,
+            ResourceTypes(service=True, container=True, object=True),
+            AccountSasPermissions(read=True, write=True, create=True, list=True),
+            expiry=datetime.now(timezone.utc) + timedelta(days=1),
+        )
+
+    def blob_sizes(self, container: str, prefix: str) -> dict[str, int]:
+        """Every blob under `prefix` in `container`, by name, with its size."""
+        return {
+            blob.name: blob.size for blob in self.container(container).list_blobs(name_starts_with=prefix)
+        }
+
+    def blob_sha256(self, container: str, name: str) -> str:
+        digest = hashlib.sha256()
+        for chunk in self.container(container).download_blob(name, max_concurrency=4).chunks():
+            digest.update(chunk)
+        return digest.hexdigest()
+
     def upload(self, archive: Path, name: str) -> str:
         """Uploads `archive` as blob `name` and returns a read-only SAS URL to it, valid for a day."""
-        credential = {"account_name": ACCOUNT, "account_key": ACCOUNT_KEY}
-        container = ContainerClient.from_container_url(
-            f"http://127.0.0.1:{self.port}/{ACCOUNT}/{CONTAINER}", credential=credential
-        )
+        container = self.container()
         if not container.exists():
             container.create_container()
         client = container.get_blob_client(name)

@@ -1,4 +1,5 @@
-"""Deterministic inputs: the two snapshots and the lines a chatty task prints.
+"""Deterministic inputs: the two snapshots, the outputs a task uploads and the lines a chatty
+task prints.
 
 Everything comes from seeded generators, so every run (and every machine) measures the same bytes.
 """
@@ -66,6 +67,26 @@ def big(quick: bool) -> SnapshotShape:
     return SnapshotShape("big", 5, 200_000_000, 0.5)
 
 
+def upload_file_bytes(quick: bool) -> int:
+    """The one large output file: a model or a parquet file a task writes."""
+    return 16 << 20 if quick else 1 << 30
+
+
+def write_random_file(path: Path, size: int, seed: str) -> str:
+    """Writes `size` seeded random bytes (nothing to gain from compression) and returns their sha256."""
+    rng = random.Random(seed)
+    digest = hashlib.sha256()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        left = size
+        while left > 0:
+            chunk = rng.randbytes(min(left, 16 << 20))
+            digest.update(chunk)
+            out.write(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
 def _source_lines(rng: random.Random, count: int) -> list[bytes]:
     lines = []
     for i in range(count):
@@ -126,13 +147,26 @@ class Manifest:
     files: int = 0
     raw_bytes: int = 0
     _entries: dict[str, str] | None = None
+    _sizes: dict[str, int] | None = None
 
     def add(self, relative: str, data: bytes) -> None:
-        if self._entries is None:
-            self._entries = {}
+        if self._entries is None or self._sizes is None:
+            self._entries, self._sizes = {}, {}
         self._entries[relative] = hashlib.sha256(data).hexdigest()
+        self._sizes[relative] = len(data)
         self.files += 1
         self.raw_bytes += len(data)
+
+    def sizes(self) -> dict[str, int]:
+        """Each file's size by its relative path."""
+        return dict(self._sizes or {})
+
+    def sha256sum_digest(self) -> str:
+        """The agent's digest of a directory output: the sha256 of `sha256sum`'s lines for its
+        files, sorted by path (docs/data-between-tasks.md)."""
+        entries = self._entries or {}
+        text = "".join(f"{entries[path]}  {path}\n" for path in sorted(entries, key=str.encode))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def digest(self) -> str:
         entries = self._entries or {}
