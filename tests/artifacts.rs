@@ -58,6 +58,13 @@ fn run(task: &Task) -> Command {
     command
 }
 
+/// `run` writing outputs to the try's folder on `base` (Azurite or a proxy in front of it).
+fn producing(task: &Task, base: &str) -> Command {
+    let mut command = run(task);
+    command.arg("--artifacts").arg(artifacts_url(base));
+    command
+}
+
 fn everything(output: &Output, task: &Task) -> String {
     format!(
         "{}{}{}",
@@ -74,9 +81,7 @@ const PRODUCE: &str = "mkdir -p data/parts/deeper bundle && \
      printf 'packed' > bundle/inside.txt";
 
 fn produce(task: &Task, azurite_addr: &str) -> Output {
-    run(task)
-        .arg("--artifacts")
-        .arg(artifacts_url(azurite_addr))
+    producing(task, azurite_addr)
         .args([
             "--output",
             "data/out.csv",
@@ -307,9 +312,7 @@ fn a_missing_input_is_not_found() {
 fn a_missing_output_fails_the_task_and_publishes_nothing() {
     let azurite = azurite();
     let task = Task::new();
-    let output = run(&task)
-        .arg("--artifacts")
-        .arg(artifacts_url(&azurite.addr().to_string()))
+    let output = producing(&task, &azurite.addr().to_string())
         .args(["--output", "written.txt", "--output", "never.txt"])
         .args(["--", "sh", "-c", "echo hi > written.txt"])
         .output()
@@ -336,9 +339,7 @@ fn a_missing_output_fails_the_task_and_publishes_nothing() {
 fn an_optional_output_not_written_is_skipped() {
     let azurite = azurite();
     let task = Task::new();
-    let output = run(&task)
-        .arg("--artifacts")
-        .arg(artifacts_url(&azurite.addr().to_string()))
+    let output = producing(&task, &azurite.addr().to_string())
         .args(["--output", "written.txt", "--output", "maybe.txt#optional"])
         .args(["--", "sh", "-c", "echo hi > written.txt"])
         .output()
@@ -376,9 +377,7 @@ fn a_large_output_goes_up_in_parallel_blocks_through_throttling() {
     fs::create_dir_all(task.workdir()).unwrap();
     let data = varied(3 << 20);
     fs::write(task.workdir().join("big.bin"), &data).unwrap();
-    let output = run(&task)
-        .arg("--artifacts")
-        .arg(artifacts_url(&proxy.addr().to_string()))
+    let output = producing(&task, &proxy.addr().to_string())
         .args(["--upload-block-size", "256Ki", "--upload-parallelism", "4"])
         .args(["--output", "big.bin", "--", "true"])
         .output()
@@ -495,9 +494,7 @@ fn declarations_from_a_yaml_file_work_like_options() {
     let task = Task::new();
     let list = task.path("outputs.yaml");
     fs::write(&list, "- path: a.txt\n- path: b.txt\n  optional: true\n").unwrap();
-    let output = run(&task)
-        .arg("--artifacts")
-        .arg(artifacts_url(&azurite.addr().to_string()))
+    let output = producing(&task, &azurite.addr().to_string())
         .arg("--outputs-from")
         .arg(&list)
         .args(["--", "sh", "-c", "echo a > a.txt"])
@@ -558,9 +555,7 @@ fn cut_and_reset_connections_are_retried_on_upload_and_resumed_on_download() {
     fs::create_dir_all(producer.workdir()).unwrap();
     let data = varied(2 << 20);
     fs::write(producer.workdir().join("big.bin"), &data).unwrap();
-    let output = run(&producer)
-        .arg("--artifacts")
-        .arg(artifacts_url(&proxy.addr().to_string()))
+    let output = producing(&producer, &proxy.addr().to_string())
         .args(["--upload-block-size", "256Ki"])
         .args(["--output", "big.bin", "--", "true"])
         .output()
