@@ -15,7 +15,7 @@ and handed to the agent with the recorded sha256, which the agent verifies.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
@@ -354,6 +354,25 @@ def producer_of(task: Any, source: OutputRef | UpstreamPath) -> str | None:
     if not producers and source.required:
         raise AirflowFailException(f"no upstream task declares {source.path!r} as an output")
     return producers[0] if producers else None
+
+
+def upstream_inputs(
+    task: Any, inputs: Sequence[Input], context: Context, allowed_storage: Sequence[str]
+) -> Iterator[tuple[Input, str, RecordedOutput]]:
+    """Each of `inputs` that names an upstream output, with its producer and what the producer
+    recorded in this run (tenant-checked); static blob inputs and bare paths nobody declares are
+    not among them."""
+    for item in inputs:
+        if isinstance(item.source, BlobInput):
+            continue
+        producer = producer_of(task, item.source)
+        if producer is None:
+            continue
+        yield (
+            item,
+            producer,
+            recorded_output(context, producer, item.source.path, allowed_storage, "the tenant"),
+        )
 
 
 def recorded_output(

@@ -40,9 +40,8 @@ from data_platform.artifacts import (
     RecordedOutput,
     check_output_ref,
     input_arguments_for,
-    producer_of,
-    recorded_output,
     recorded_outputs,
+    upstream_inputs,
 )
 from data_platform.cost import CostModel, try_cost, usage_of
 from data_platform.local.backends import Backend, backend_for
@@ -163,13 +162,7 @@ class PlatformPodOperator(KubernetesPodOperator):
         """Upstream outputs this task reads become `--input PATH=URI#sha256=…` (before the pod is
         built). Static blob inputs were added at parse time; this adds the run's resolved ones."""
         extra: list[str] = []
-        for item in self.data_inputs:
-            if isinstance(item.source, BlobInput):
-                continue
-            producer = producer_of(self, item.source)
-            if producer is None:
-                continue
-            found = recorded_output(context, producer, item.source.path, self.allowed_storage, "the tenant")
+        for item, producer, found in upstream_inputs(self, self.data_inputs, context, self.allowed_storage):
             self.log.info("Input %s: %s's output %s, %s (sha256 %s)", item.path, producer, found.path,
                           found.uri, found.sha256)  # fmt: skip
             extra += input_arguments_for(found, item.path)

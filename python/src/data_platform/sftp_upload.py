@@ -29,7 +29,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 
 from data_platform import lineage
-from data_platform.artifacts import BlobInput, Input, RecordedOutput, producer_of, recorded_output
+from data_platform.artifacts import Input, RecordedOutput, upstream_inputs
 from data_platform.sources import BlobSource, LocalSource, parse_source, source_chunks
 from data_platform.storage import mask_sas_signatures
 
@@ -265,13 +265,7 @@ class SftpUploadOperator(BaseOperator):
 
     def _upstream_output(self, context: Context) -> RecordedOutput | None:
         """The upstream output the source names in this run, or None for a local file or blob."""
-        for item in self.data_inputs:
-            if isinstance(item.source, BlobInput):
-                continue
-            producer = producer_of(self, item.source)
-            if producer is None:
-                continue
-            found = recorded_output(context, producer, item.source.path, self.allowed_storage, "the tenant")
+        for _, producer, found in upstream_inputs(self, self.data_inputs, context, self.allowed_storage):
             if found.kind != "file":
                 raise AirflowFailException(
                     f"{producer}'s output {found.path!r} is a {found.kind}, but sftp_upload sends one file: "
