@@ -476,3 +476,48 @@ def test_sftp_upload_of_a_foreign_recorded_blob_fails_before_any_request(runs, t
         AirflowFailException, match="points outside the tenant's storage, so no request was sent"
     ):
         upload.execute(context_for(upload, pushed_by_others=pushed))
+
+
+# The local store (file://): only a policy that says `platform.local_store: true` (the one
+# `data-platform run-local` writes) may list it; every other check keeps refusing it.
+def test_file_prefixes_only_in_a_local_store_policy(tmp_path: Path):
+    import yaml
+
+    from data_platform.agent_command import check_storage
+    from data_platform.operator import download_verified
+    from data_platform.policy import parse_policy
+    from data_platform.sources import LocalSource, parse_source, recorded_source
+    from data_platform.storage import storage_violation
+
+    store = tmp_path.resolve().as_uri()
+    document = yaml.safe_load(POLICY_FILE.read_text())
+    document["tenants"]["user1"]["storage"] = [f"{store}/user1"]
+    document["tenants"]["user1"]["artifacts"] = f"{store}/user1/runs"
+    with pytest.raises(PolicyError, match="file://"):
+        parse_policy(document, "deployment")
+    deployed = yaml.safe_load(POLICY_FILE.read_text())
+    tenant = parse_policy(deployed, "deployment").tenants["user1"]
+    with pytest.raises(PolicyError, match="not a blob URL"):
+        check_storage(f"{store}/user1/code.tar.gz", tenant, field="snapshot")
+    document["platform"]["local_store"] = True
+    tenant = parse_policy(document, "local").tenants["user1"]
+    check_storage(f"{store}/user1/code.tar.gz", tenant, field="snapshot")
+    with pytest.raises(PolicyError, match="not in tenant"):
+        check_storage(f"{store}/user1-b/code.tar.gz", tenant, field="snapshot")
+    # Whole segments, no dot segments.
+    assert storage_violation(f"{store}/user1/runs/x", tenant.owned_storage) is None
+    assert storage_violation(f"{store}/user1x/runs/x", tenant.owned_storage) is not None
+    assert storage_violation(f"{store}/user1/../user2/x", tenant.owned_storage) is not None
+    # A file:// source or recorded output is a local file; the manifest and return value are read from disk.
+    written = tmp_path / "user1" / "runs" / "value.json"
+    written.parent.mkdir(parents=True)
+    written.write_text('{"rows": 3}')
+    uri = written.as_uri()
+    assert parse_source(uri, tenant.owned_storage) == LocalSource(written)
+    assert recorded_source(uri) == LocalSource(written)
+    with pytest.raises(AirflowFailException, match="unsupported scheme"):
+        parse_source(uri, deployed["tenants"]["user1"]["storage"])
+    digest = hashlib.sha256(written.read_bytes()).hexdigest()
+    assert json.loads(download_verified({"uri": uri, "sha256": digest}, "the return value")) == {"rows": 3}
+    with pytest.raises(AirflowException, match="changed after"):
+        download_verified({"uri": uri, "sha256": "0" * 64}, "the return value")

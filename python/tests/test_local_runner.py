@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
@@ -55,12 +56,18 @@ def tries(pods: Path, dag_id: str, task_id: str) -> list[Path]:
     return sorted((run / task_id / "-1").iterdir(), key=lambda p: int(p.name))
 
 
-def test_the_seed_pipeline_runs_through_airflow_with_the_process_back_end(agent_binary: Path, tmp_path: Path):
+@pytest.mark.parametrize("storage", [None, "azurite"])
+def test_the_seed_pipeline_runs_through_airflow_with_the_process_back_end(
+    agent_binary: Path, tmp_path: Path, storage: str | None
+):
     if os.geteuid() != 0:
         pytest.skip("the local SFTP server chroots, which sshd does only as root (CI runs as root)")
-    # The embedded defaults: its own Azurite, the platform's policy pointed at it, a local sshd.
+    # The embedded defaults: the local disk as the store (file://), the platform's policy pointed at
+    # it, a local sshd; or with --storage azurite its own Azurite.
+    chosen = ["--storage", storage] if storage else []
     done = run_local(agent_binary, str(REPO / "dags" / "user1_pipeline.py"), "--code",
-                     str(REPO / "examples" / "user1_pipeline"), "--work-dir", str(tmp_path))  # fmt: skip
+                     str(REPO / "examples" / "user1_pipeline"), "--work-dir", str(tmp_path),
+                     *chosen)  # fmt: skip
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     order = [out.index(f"== {task}: success (tries: 1)") for task in ("validate", "transform", "upload")]
@@ -71,6 +78,16 @@ def test_the_seed_pipeline_runs_through_airflow_with_the_process_back_end(agent_
         r"output: (\S+/transform/-1/1/files/data/out\.csv) \(file, (\d+) bytes, sha256 (\w+)\)", out
     )
     assert produced is not None, out
+    if storage is None:
+        # The artifacts are files under the work directory, the manifest written last beside them.
+        store = (tmp_path / "storage").resolve()
+        assert produced.group(1).startswith(f"{store.as_uri()}/user1/runs/"), out
+        artifact = Path(unquote(urlsplit(produced.group(1)).path))
+        assert hashlib.sha256(artifact.read_bytes()).hexdigest() == produced.group(3)
+        assert (artifact.parents[2] / "_manifest.json").is_file()
+        assert "starting Azurite" not in out
+    else:
+        assert produced.group(1).startswith("http://127.0.0.1:"), out
     delivered = re.search(
         r"on the SFTP server of 'sftp': /incoming/out\.csv \(here: (\S+)\) sha256 (\w+)", out
     )

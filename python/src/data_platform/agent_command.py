@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from data_platform.deadlines import Deadlines
 from data_platform.policy import PolicyError, Tenant
-from data_platform.storage import storage_violation, without_query
+from data_platform.storage import is_local_store, storage_violation, without_query
 from data_platform.units import format_duration
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -102,7 +102,10 @@ def check_storage(uri: str, tenant: Tenant, *, field: str) -> None:
     """A blob URI must lie in one of the tenant's storage prefixes (its artifacts included)."""
     shown = without_query(uri)
     parts = urlsplit(uri)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
+    # file:// (the local disk) only where the tenant's storage has such prefixes: those only the
+    # policy `data-platform run-local` writes may list (policy.py, platform.local_store).
+    local = parts.scheme == "file" and not parts.netloc and is_local_store(tenant.owned_storage)
+    if not local and (parts.scheme not in ("https", "http") or not parts.netloc):
         raise PolicyError(
             f"{field}: {shown!r} is not a blob URL; expected "
             "https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH in the tenant's storage"

@@ -49,7 +49,7 @@ from data_platform.local.runner import run_locally
 from data_platform.local.settings import local_settings
 from data_platform.outcome import ContainerEnd, MemoryPlan, Outcome, Verdict, decide
 from data_platform.pod_paths import add_declared_volumes
-from data_platform.storage import blob_client, blob_error, mask_sas_signatures, without_query
+from data_platform.storage import blob_client, blob_error, local_path, mask_sas_signatures, without_query
 from data_platform.trace import trace_environment
 from data_platform.units import UnitError, format_bytes, parse_bytes, parse_quantity
 
@@ -485,12 +485,20 @@ def download_verified(ref: Mapping[str, Any], what: str) -> bytes:
 
     uri = str(ref["uri"])
     shown = without_query(uri)
-    with ExitStack() as stack:
-        client, credential = blob_client(uri, stack)
+    local = local_path(uri)
+    if local is not None:
+        # The local store (data-platform run-local): the agent wrote a file.
         try:
-            body = client.download_blob().readall()
-        except AzureError as err:
-            raise blob_error(err, shown, credential) from None
+            body = local.read_bytes()
+        except OSError as err:
+            raise AirflowFailException(f"{what} at {shown} cannot be read: {err.strerror or err}") from None
+    else:
+        with ExitStack() as stack:
+            client, credential = blob_client(uri, stack)
+            try:
+                body = client.download_blob().readall()
+            except AzureError as err:
+                raise blob_error(err, shown, credential) from None
     digest = hashlib.sha256(body).hexdigest()
     if digest != ref["sha256"]:
         raise AirflowException(

@@ -154,7 +154,7 @@ _PLATFORM_FIELDS = (
     "owner", "tags", "retries", "max_retries", "retry_delay", "retry_exponential_backoff",
     "max_retry_delay", "execution_timeout", "max_execution_timeout", "run_deadline",
     "max_run_deadline", "skip_exit_code", "oom_memory_factor", "agent_grace", "artifact_retention",
-    "agent_path", "default_image", "images",
+    "agent_path", "default_image", "images", "local_store",
 )  # fmt: skip
 _SIZE_CLASS_FIELDS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit", "max_memory")
 _COST_FIELDS = ("currency", "cpu_hour", "memory_gib_hour", "size_classes")
@@ -170,6 +170,9 @@ def parse_policy(document: Any, origin: str) -> PlatformPolicy:
     reader = _Reader(origin)
     root = reader.mapping(document, "")
     platform = reader.mapping(root.get("platform"), "platform", known=_PLATFORM_FIELDS)
+    # Only the policy `data-platform run-local` writes says so: then storage and artifacts may be
+    # file:// prefixes (the local disk). A deployment's policy refuses them.
+    reader.local_store = reader.flag(platform.get("local_store", False), "platform.local_store")
     images = {
         str(key): reader.text(value, f"platform.images.{key}")
         for key, value in reader.mapping(platform.get("images"), "platform.images").items()
@@ -297,7 +300,10 @@ def _tenant(
             values.get("service_account", f"{name}-tasks"), f"{where}.service_account"
         ),
         allowed_vaults=tuple(reader.texts(values.get("allowed_vaults", []), f"{where}.allowed_vaults")),
-        storage=tuple(reader.texts(values.get("storage", []), f"{where}.storage")),
+        storage=tuple(
+            reader.storage_prefix(entry, f"{where}.storage")
+            for entry in reader.texts(values.get("storage", []), f"{where}.storage")
+        ),
         size_classes=tuple(
             reader.texts(values.get("size_classes", list(size_classes)), f"{where}.size_classes")
         ),
@@ -360,6 +366,8 @@ class _Reader:
 
     def __init__(self, origin: str) -> None:
         self.origin = origin
+        #: `platform.local_store`: file:// prefixes are accepted (data-platform run-local's policy).
+        self.local_store = False
 
     def fail(self, where: str, expected: str, value: Any) -> PolicyError:
         return PolicyError(f"{self.origin}: {where or 'the document'}: expected {expected}, got {value!r}")
@@ -399,9 +407,24 @@ class _Reader:
             raise self.fail(where, "a number of days, 1 or more", value)
         return days
 
+    def flag(self, value: Any, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(where, "true or false", value)
+        return value
+
+    def storage_prefix(self, text: str, where: str) -> str:
+        if urlsplit(text).scheme.lower() == "file" and not self.local_store:
+            raise self.fail(where, "a blob prefix (file:// only in data-platform run-local's policy)", text)
+        return text
+
     def blob_prefix(self, value: Any, where: str) -> str:
         text = self.text(value, where)
         parts = urlsplit(text)
+        if parts.scheme == "file" and self.local_store:
+            # The local disk (data-platform run-local): an absolute path, no host, no query.
+            if parts.netloc or parts.query or parts.fragment or not parts.path.strip("/"):
+                raise self.fail(where, "a local store prefix file:///ABSOLUTE/PATH", value)
+            return text.rstrip("/")
         # http only for local emulators (Azurite); a query could carry a SAS into every pod's arguments.
         if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
             expected = "a blob prefix https://ACCOUNT.blob.core.windows.net/CONTAINER[/PATH] without a query"

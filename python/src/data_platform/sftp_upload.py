@@ -30,7 +30,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from data_platform import lineage
 from data_platform.artifacts import Input, RecordedOutput, upstream_inputs
-from data_platform.sources import BlobSource, LocalSource, parse_source, source_chunks
+from data_platform.sources import BlobSource, LocalSource, parse_source, recorded_source, source_chunks
 from data_platform.storage import mask_sas_signatures
 
 if TYPE_CHECKING:
@@ -202,7 +202,7 @@ class SftpUploadOperator(BaseOperator):
         if upstream is None:
             source = parse_source(self.source, self.allowed_storage)
         else:
-            source = BlobSource(uri=upstream.uri, display=upstream.uri)
+            source = recorded_source(upstream.uri)
         self._lineage_verified = upstream is not None
         self._lineage_source = (
             source.path.resolve().as_uri() if isinstance(source, LocalSource) else source.display

@@ -20,6 +20,8 @@ from data_platform.storage import (
     BlobCredential,
     blob_client,
     blob_error,
+    is_local_store,
+    local_path,
     storage_violation,
     without_query,
     without_sas,
@@ -73,6 +75,15 @@ def parse_source(source: object, allowed_storage: Sequence[str]) -> LocalSource 
         return LocalSource(path)
 
     display = without_sas(without_query(source))
+    if scheme.lower() == "file" and is_local_store(allowed_storage):
+        # The local store (data-platform run-local's policy lists file:// prefixes): a local file.
+        problem = storage_violation(source, allowed_storage)
+        if problem is not None:
+            raise AirflowFailException(f"source {problem}, or upload a local file instead.")
+        local = local_path(source)
+        if local is None:
+            raise AirflowFailException(f"source {display!r} is not a file:///ABSOLUTE/PATH URI.")
+        return LocalSource(local)
     if scheme.lower() not in ("http", "https"):
         raise AirflowFailException(
             f"source {display!r} has the unsupported scheme {scheme!r}: give {SOURCE_FORMS}."
@@ -84,6 +95,13 @@ def parse_source(source: object, allowed_storage: Sequence[str]) -> LocalSource 
     if problem is not None:
         raise AirflowFailException(f"source {problem}, or upload a local file instead.")
     return BlobSource(uri=source, display=display)
+
+
+def recorded_source(uri: str) -> LocalSource | BlobSource:
+    """An upstream's recorded output (already checked against the tenant's storage): a blob, or
+    in the local store (data-platform run-local) a `file:///PATH`, which is a local file."""
+    path = local_path(uri)
+    return LocalSource(path) if path is not None else BlobSource(uri=uri, display=uri)
 
 
 @contextmanager

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -71,6 +72,20 @@ def storage_violation(uri: str, storage: Sequence[str], owner: str = "the tenant
     if not any(shown.startswith(prefix + "/") for prefix in prefixes):
         return f"{shown!r} is not in {owner}'s storage (allowed: {', '.join(prefixes)}); {STORAGE_FIX}"
     return None
+
+
+def is_local_store(storage: Sequence[str]) -> bool:
+    """Whether `storage` lists a file:// prefix (the local disk, data-platform run-local only)."""
+    return any(urlsplit(entry).scheme.lower() == "file" for entry in storage)
+
+
+def local_path(uri: str) -> Path | None:
+    """The absolute local path of a `file:///PATH` URI, or None for any other URI."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "file" or parts.netloc not in ("", "localhost"):
+        return None
+    path = Path(unquote(parts.path))
+    return path if path.is_absolute() else None
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 with every pod task run by the local runner's process back-end, or with `--containers` its
 container back-end (docs/local-runs.md).
 
-What it sets up, in a work directory of its own: Azurite (or the blob endpoint given with
-`--storage`) for snapshots and artifacts; a copy of the platform policy whose tenants' storage
-and artifacts are there (or the policy given with `--policy`); the tenant's code from `--code`,
+What it sets up, in a work directory of its own: a local directory store (`file://`, under
+`WORK/storage`) for snapshots and artifacts, or with `--storage azurite` Azurite, or with
+`--storage URL` that blob endpoint; a copy of the platform policy whose tenants' storage and
+artifacts are there (or the policy given with `--policy`); the tenant's code from `--code`,
 packed with `task-agent pack` and published there in place of every pod task's snapshot; an
 Airflow home with its own SQLite database; local SFTP servers for the DAG's SFTP connections.
 With `--containers`, also: the images from `scripts/build-images` (its printed settings: the
@@ -48,8 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--code", type=Path, help="a directory to run as every pod task's snapshot")
     parser.add_argument("--agent", type=Path, help="the task-agent binary (default: $TASK_AGENT_BIN, "
                         "target/debug/task-agent, then PATH)")  # fmt: skip
-    parser.add_argument("--storage", help="an existing blob endpoint (e.g. Azurite's http://127.0.0.1:10000/"
-                        "devstoreaccount1) instead of starting Azurite")  # fmt: skip
+    parser.add_argument("--storage", help="where snapshots and artifacts go: `file` (the default, a "
+                        "directory of the work directory; with --containers `azurite`), `azurite` (starts "
+                        "Azurite), or an existing blob endpoint "
+                        "(e.g. Azurite's http://127.0.0.1:10000/devstoreaccount1)")  # fmt: skip
     parser.add_argument(
         "--policy",
         type=Path,
@@ -71,7 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
-    from data_platform.local.services import BlobService, ServiceError, find_azurite, running_azurite
+    from data_platform.local.services import (
+        BlobService,
+        LocalStore,
+        ServiceError,
+        find_azurite,
+        running_azurite,
+    )
 
     # Airflow's logging set-up shows every HTTP request of the Azure SDK at info.
     logging.getLogger("azure").setLevel(logging.WARNING)
@@ -84,19 +93,30 @@ def run(arguments: argparse.Namespace) -> int:
     try:
         agent = _agent(arguments.agent)
         with ExitStack() as stack:
-            if arguments.storage:
-                storage = BlobService(arguments.storage.rstrip("/"))
-                connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or storage.connection_string
-            else:
+            storage: BlobService | LocalStore
+            connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "")
+            # A container does not see the work directory: pods under podman use Azurite by default.
+            chosen = arguments.storage or ("azurite" if arguments.containers else "file")
+            if chosen == "file" and arguments.containers:
+                print("run-local: --containers needs a blob store: --storage azurite or --storage URL",
+                      file=sys.stderr)  # fmt: skip
+                return 2
+            if chosen == "file":
+                storage = LocalStore(work / "storage")
+                step(f"snapshots and artifacts on the local disk: {storage.endpoint}")
+            elif chosen == "azurite":
                 step("starting Azurite, the blob store for snapshots and artifacts")
                 storage = stack.enter_context(running_azurite(find_azurite(REPO), work / "azurite"))
                 connection = storage.connection_string
+            else:
+                storage = BlobService(arguments.storage.rstrip("/"))
+                connection = connection or storage.connection_string
             policy = (
                 arguments.policy.resolve() if arguments.policy else _local_policy(storage, connection, work)
             )
             env = {
                 **os.environ,
-                "AZURE_STORAGE_CONNECTION_STRING": connection,
+                **({"AZURE_STORAGE_CONNECTION_STRING": connection} if connection else {}),
                 "DATA_PLATFORM_POLICY_FILE": str(policy),
                 "AIRFLOW_HOME": str(work / "airflow"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -145,17 +165,17 @@ def _agent(chosen: Path | None) -> Path:
 
 
 def _local_policy(storage: Any, connection: str, work: Path) -> Path:
-    """The platform's policy with each tenant's storage and artifacts on the local blob service:
-    its own container `TENANT` (artifacts under `TENANT/runs`), plus `local-code` for `--code`.
-    Its storage keeps the cloud prefixes too, so DAG files naming them still load."""
+    """The platform's policy with each tenant's storage and artifacts on the local store: its own
+    container (or directory) `TENANT` (artifacts under `TENANT/runs`), plus `local-code` for
+    `--code`. Its storage keeps the cloud prefixes too, so DAG files naming them still load. On the
+    local disk the policy says `platform.local_store: true`, which lets it list file:// prefixes."""
     import yaml
-    from azure.storage.blob import BlobServiceClient
 
+    from data_platform.local.services import LocalStore
     from data_platform.policy import EXAMPLE_POLICY_FILE, POLICY_FILE_VAR
 
     source = Path(os.environ.get(POLICY_FILE_VAR) or EXAMPLE_POLICY_FILE)
     document = yaml.safe_load(source.read_text())
-    service = BlobServiceClient.from_connection_string(connection)
     containers = [CODE_CONTAINER]
     for name, tenant in (document.get("tenants") or {}).items():
         if not _CONTAINER_NAME.match(str(name)):
@@ -164,26 +184,43 @@ def _local_policy(storage: Any, connection: str, work: Path) -> Path:
                              f"{storage.endpoint}/{CODE_CONTAINER}"]  # fmt: skip
         tenant["artifacts"] = f"{storage.endpoint}/{name}/runs"
         containers.append(str(name))
+    path = work / "platform-policy.yaml"
+    if isinstance(storage, LocalStore):
+        document.setdefault("platform", {})["local_store"] = True
+        for container in containers:
+            (storage.root / container).mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        step(f"platform policy {source.name} with the tenants' storage in {storage.endpoint}: {path}")
+        return path
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient.from_connection_string(connection)
     for container in containers:
         client = service.get_container_client(container)
         if not client.exists():
             client.create_container()
-    path = work / "platform-policy.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     step(f"platform policy {source.name} with the tenants' storage on {storage.endpoint}: {path}")
     return path
 
 
 def _publish(agent: Path, code: Path, storage: Any, connection: str, work: Path) -> str:
-    from azure.storage.blob import BlobServiceClient
+    from data_platform.local.services import LocalStore
 
     archive = work / "code.tar.gz"
     packed = subprocess.run([str(agent), "pack", str(code), "--output", str(archive)],
                             check=True, capture_output=True, text=True)  # fmt: skip
     sha256 = packed.stdout.split()[0]
     name = f"{code.resolve().name}-{sha256[:12]}.tar.gz"
-    service = BlobServiceClient.from_connection_string(connection)
-    service.get_blob_client(CODE_CONTAINER, name).upload_blob(archive.read_bytes(), overwrite=True)
+    if isinstance(storage, LocalStore):
+        # The agent reads a file:// snapshot: the archive in the store is the published snapshot.
+        (storage.root / CODE_CONTAINER).mkdir(parents=True, exist_ok=True)
+        archive.replace(storage.root / CODE_CONTAINER / name)
+    else:
+        from azure.storage.blob import BlobServiceClient
+
+        service = BlobServiceClient.from_connection_string(connection)
+        service.get_blob_client(CODE_CONTAINER, name).upload_blob(archive.read_bytes(), overwrite=True)
     uri = f"{storage.endpoint}/{CODE_CONTAINER}/{name}"
     step(f"packed {code} with task-agent pack (sha256 {sha256}) and published it: {uri}")
     return f"{uri}#sha256={sha256}"

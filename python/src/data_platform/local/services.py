@@ -1,9 +1,9 @@
 """The local stand-ins of the cloud a pipeline talks to, started for one local run:
 
 - **Azurite** (Microsoft's Azure Storage emulator, `azurite-blob` from npm; scripts/install-test-deps
-  puts it in tests/node_modules) for snapshots and artifacts, in memory, on a free loopback port.
-  task-agent's `--artifacts`, `--output` and `--input` take blob URLs, so the local store is a blob
-  service, not a directory;
+  puts it in tests/node_modules) for snapshots and artifacts, in memory, on a free loopback port,
+  when asked for (`--storage azurite`); by default the store is a local directory (`LocalStore`,
+  task-agent's `file://`);
 - **OpenSSH's sshd** (Debian's openssh-server) as a partner's SFTP server, with throw-away host and
   user keys, chrooted (so `/incoming` is the partner's, not this machine's), which needs root.
 """
@@ -44,6 +44,17 @@ class BlobService:
             f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
             f"BlobEndpoint={self.endpoint};"
         )
+
+
+@dataclass(frozen=True)
+class LocalStore:
+    """The local disk as the store (task-agent's `file://`): `ROOT/CONTAINER/PATH`."""
+
+    root: Path
+
+    @property
+    def endpoint(self) -> str:
+        return self.root.resolve().as_uri()
 
 
 @dataclass(frozen=True)
