@@ -168,12 +168,17 @@ pub fn manifest_json(outputs: &[Artifact]) -> Vec<u8> {
     serde_json::to_vec_pretty(&manifest).unwrap_or_default()
 }
 
+/// The error for output `declared` that the agent cannot read.
+fn unreadable(declared: &str) -> impl Fn(io::Error) -> ArtifactError + Copy + '_ {
+    move |source| ArtifactError::OutputUnreadable {
+        path: declared.to_string(),
+        source,
+    }
+}
+
 fn explain(failure: Failure, declared: &str, uri: &str) -> ArtifactError {
     match failure {
-        Failure::Read(source) => ArtifactError::OutputUnreadable {
-            path: declared.to_string(),
-            source,
-        },
+        Failure::Read(source) => unreadable(declared)(source),
         Failure::Remote(error) => ArtifactError::output(declared, uri, error),
     }
 }
@@ -187,10 +192,7 @@ fn upload_file(
     let uploader = blobs.uploader;
     let shown = destination.url.to_string();
     let connection = blobs.connect(destination, declared)?;
-    let file = File::open(path).map_err(|source| ArtifactError::OutputUnreadable {
-        path: declared.to_string(),
-        source,
-    })?;
+    let file = File::open(path).map_err(unreadable(declared))?;
     let total = file.metadata().ok().map(|m| m.len());
     let mut file = Progress::of(format!("output {declared}"), file, total);
     let sent = uploader
@@ -214,10 +216,7 @@ fn upload_directory(
     destination: &BlobLocation,
 ) -> Result<Artifact, ArtifactError> {
     let uploader = blobs.uploader;
-    let unreadable = |source| ArtifactError::OutputUnreadable {
-        path: declared.to_string(),
-        source,
-    };
+    let unreadable = unreadable(declared);
     let files = walk(dir).map_err(unreadable)?;
     let mut digests = Vec::with_capacity(files.len());
     let mut in_flight = std::collections::VecDeque::new();
@@ -283,10 +282,7 @@ fn upload_archive(
 ) -> Result<Artifact, ArtifactError> {
     let uploader = blobs.uploader;
     let shown = destination.url.to_string();
-    let unreadable = |source| ArtifactError::OutputUnreadable {
-        path: declared.to_string(),
-        source,
-    };
+    let unreadable = unreadable(declared);
     let files = walk(dir).map_err(unreadable)?.len() as u64;
     let connection = blobs.connect(destination, declared)?;
     let (reader, writer) = io::pipe().map_err(unreadable)?;
